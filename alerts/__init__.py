@@ -1,0 +1,1 @@
+"""newsmon alerts: topic matching, channels and digests (issue 4)."""

@@ -1,0 +1,1 @@
+"""newsmon indexer: embedding, vector store, near-duplicates/stories and search (issue 3)."""

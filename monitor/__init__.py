@@ -1,0 +1,1 @@
+"""newsmon monitor: configuration, scheduling, fetching, extraction and state."""
