@@ -31,7 +31,7 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-# -- wire --------------------------------------------------------------------------------------
+# -- wire ----------
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ class ProcessedText:
     fallback_reason: str | None = None
 
 
-# -- stored -------------------------------------------------------------------------------------
+# -- stored ----------
 
 
 class ArticleStatus(enum.StrEnum):
@@ -200,7 +200,7 @@ class Article:
         return len(self.text or "")
 
 
-# -- to write -----------------------------------------------------------------------------------
+# -- to write ----------
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,290 @@
+"""The one place that builds newsmon from its configuration and runs it.
+
+``make_app(config)`` wires the defaults (SQLite state in ``data_dir``, the httpx fetcher, the
+page-processor pool); tests pass in-memory or local replacements for any part. ``App`` runs in two
+modes:
+
+* ``run_once``: poll every feed once, process everything new to completion, return a summary;
+* ``run_forever``: an APScheduler (3.x, asyncio) job per feed that reschedules itself at the
+  time the pure ``schedule.next_poll`` chose, plus a periodic sweep that resumes due articles
+  (retries, and whatever an interrupted run left pending).
+
+Article work flows through one asyncio queue consumed by a bounded set of workers; the page
+processor behind it owns the CPU-heavy part (extraction in worker processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from monitor.errors import StorageError
+from monitor.pipeline import ArticleReport, Pipeline, PollReport
+from monitor.schedule import SchedulePolicy, first_poll_at
+from monitor.types import ArticleStatus, utcnow
+
+if TYPE_CHECKING:
+    from monitor.config import Config, FeedConfig
+    from monitor.fetch import Fetcher
+    from monitor.pages import PageProcessor
+    from monitor.state import StateStore
+
+log = logging.getLogger("newsmon.service")
+
+#: concurrent feed polls / article pipelines (network-bound; CPU work is bounded by the pool)
+POLL_CONCURRENCY = 16
+ARTICLE_CONCURRENCY = 16
+DUE_SWEEP_INTERVAL = timedelta(seconds=60)
+DUE_BATCH = 500
+#: a job that crashed unexpectedly is retried after this long (it is never dropped)
+CRASHED_JOB_RETRY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    feeds_polled: int = 0
+    feeds_failed: int = 0
+    articles_new: int = 0
+    articles_fetched: int = 0
+    articles_from_feed_text: int = 0
+    articles_duplicate: int = 0
+    articles_failed: int = 0
+    articles_pending: int = 0
+
+
+@dataclass
+class Progress:
+    """Counters a progress display reads; updated by the app as work completes."""
+
+    feeds_total: int = 0
+    feeds_done: int = 0
+    articles_queued: int = 0
+    articles_done: int = 0
+    on_change: Callable[[Progress], None] | None = None
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+
+@dataclass
+class App:
+    config: Config
+    store: StateStore
+    fetcher: Fetcher
+    pages: PageProcessor
+    pipeline: Pipeline
+    progress: Progress = field(default_factory=Progress)
+
+    def __post_init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[str, bool]] | None = None
+        self._queued: set[str] = set()
+        self._reports: list[ArticleReport] = []
+
+    # -- shared plumbing
+
+    def sync_feeds(self) -> None:
+        feeds = [(f.name, f.url, f.language) for f in self.config.feeds]
+        self.store.sync_feeds(feeds, utcnow())
+
+    def _enqueue(self, article_ids: tuple[str, ...] | list[str], last_chance: bool = False) -> None:
+        assert self._queue is not None
+        for aid in article_ids:
+            if aid not in self._queued:
+                self._queued.add(aid)
+                self._queue.put_nowait((aid, last_chance))
+                self.progress.articles_queued += 1
+        self.progress.changed()
+
+    async def _article_worker(self) -> None:
+        assert self._queue is not None
+        while True:
+            aid, last_chance = await self._queue.get()
+            try:
+                report = await self.pipeline.process_article(aid, last_chance=last_chance)
+                self._reports.append(report)
+            except StorageError as e:
+                log.error("article %s: state store error, will resume later: %s", aid, e)
+            finally:
+                self._queued.discard(aid)
+                self._queue.task_done()
+                self.progress.articles_done += 1
+                self.progress.changed()
+
+    def _enqueue_due(self) -> None:
+        due = self.store.due_articles(utcnow(), DUE_BATCH)
+        self._enqueue([a.id for a in due])
+
+    # -- run --once
+
+    async def run_once(self) -> RunSummary:
+        """Poll every feed once and process everything new (and everything left pending)."""
+        self.sync_feeds()
+        self._queue = asyncio.Queue()
+        workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
+        try:
+            self._enqueue_due()  # resume what an interrupted run left behind
+            polls = await self._poll_all()
+            await self._queue.join()
+            # transient page failures get one more immediate try, then the feed text: a
+            # one-shot run finishes its articles instead of leaving them for a later run
+            retry = [r.article_id for r in self._reports if r.outcome == "retry"]
+            self._enqueue(retry, last_chance=True)
+            await self._queue.join()
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return self._summary(polls)
+
+    async def _poll_all(self) -> list[PollReport]:
+        limit = asyncio.Semaphore(POLL_CONCURRENCY)
+        self.progress.feeds_total = len(self.config.feeds)
+        self.progress.changed()
+
+        async def one(feed: FeedConfig) -> PollReport:
+            async with limit:
+                report = await self.pipeline.poll_feed(feed)
+            self._enqueue(report.new_article_ids)
+            self.progress.feeds_done += 1
+            self.progress.changed()
+            return report
+
+        return list(await asyncio.gather(*(one(f) for f in self.config.feeds)))
+
+    def _summary(self, polls: list[PollReport]) -> RunSummary:
+        final: dict[str, ArticleReport] = {r.article_id: r for r in self._reports}
+        outcomes = [r.outcome for r in final.values()]
+        return RunSummary(
+            feeds_polled=len(polls),
+            feeds_failed=sum(1 for p in polls if not p.ok),
+            articles_new=sum(len(p.new_article_ids) for p in polls),
+            articles_fetched=outcomes.count("fetched"),
+            articles_from_feed_text=sum(
+                1 for r in final.values() if r.outcome == "fetched" and r.detail
+            ),
+            articles_duplicate=outcomes.count("duplicate"),
+            articles_failed=outcomes.count("failed"),
+            articles_pending=self.store.count_articles(ArticleStatus.PENDING),
+        )
+
+    # -- the service
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Run the scheduler until ``stop`` is set (or SIGINT/SIGTERM)."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        stop = stop or asyncio.Event()
+        _install_signal_handlers(stop)
+        self.sync_feeds()
+        self._queue = asyncio.Queue()
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
+        now = utcnow()
+        spread = min(60.0, float(len(self.config.feeds)))
+        for feed in self.config.feeds:
+            state = self.store.get_feed(feed.name)
+            at = first_poll_at(now, state.next_poll_at if state else None,
+                               stagger=random.uniform(0, spread))  # fmt: skip
+            self._schedule_poll(scheduler, feed, at)
+        scheduler.add_job(
+            self._enqueue_due, "interval", id="due-articles", next_run_time=now,
+            seconds=DUE_SWEEP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
+        )  # fmt: skip
+        scheduler.start()
+        log.info("newsmon running: %d feeds", len(self.config.feeds))
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def _schedule_poll(self, scheduler: Any, feed: FeedConfig, at: datetime) -> None:
+        # a one-shot job per poll, re-added with the time the pure schedule chose; the job id
+        # is the feed name, so there is never more than one pending poll per feed
+        scheduler.add_job(
+            self._poll_job, "date", run_date=at, args=(scheduler, feed), id=f"feed:{feed.name}",
+            replace_existing=True, misfire_grace_time=None, coalesce=True, max_instances=1,
+        )  # fmt: skip
+
+    async def _poll_job(self, scheduler: Any, feed: FeedConfig) -> None:
+        next_at = utcnow() + CRASHED_JOB_RETRY
+        try:
+            report = await self.pipeline.poll_feed(feed)
+            next_at = report.next_poll_at
+            self._enqueue(report.new_article_ids)
+        except Exception:  # never lose a feed to a bug or a store outage: retry later
+            log.exception("feed %r: poll crashed; retrying at %s", feed.name, next_at)
+        finally:
+            self._schedule_poll(scheduler, feed, next_at)
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+        self.pages.close()
+        self.store.close()
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # not possible off the main thread or on some platforms: then only `stop` ends the run
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def schedule_policy(config: Config) -> SchedulePolicy:
+    s = config.schedule
+    return SchedulePolicy(
+        default_interval=s.default_interval,
+        min_interval=s.min_interval,
+        max_interval=s.max_interval,
+        jitter=s.jitter,
+        max_backoff=s.max_backoff,
+    )
+
+
+def state_url(config: Config) -> str:
+    from monitor.state import sqlite_url
+
+    raw = config.state_url
+    if raw is None:
+        return sqlite_url(config.data_dir)
+    return raw.get_secret_value() if hasattr(raw, "get_secret_value") else str(raw)
+
+
+def make_app(
+    config: Config,
+    *,
+    store: StateStore | None = None,
+    fetcher: Fetcher | None = None,
+    pages: PageProcessor | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> App:
+    """Build the app from config; any part can be replaced (tests, benchmarks)."""
+    from monitor.fetch import HttpFetcher
+    from monitor.pages import make_page_processor
+    from monitor.state import open_state_store
+
+    if store is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = open_state_store(state_url(config))
+    fetcher = fetcher or HttpFetcher.from_config(config.fetch)
+    pages = pages or make_page_processor(config.extract.processes, config.extract.min_chars)
+    pipeline = Pipeline(
+        store=store,
+        fetcher=fetcher,
+        pages=pages,
+        policy=schedule_policy(config),
+        max_attempts=config.extract.max_attempts,
+        clock=clock,
+    )
+    return App(config=config, store=store, fetcher=fetcher, pages=pages, pipeline=pipeline)
