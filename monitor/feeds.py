@@ -24,7 +24,9 @@ from monitor.schedule import feed_update_hint
 from monitor.types import ParsedEntry, ParsedFeed
 
 # feedparser reports these as "bozo" although the document is fine for our purposes
-_BENIGN_BOZO = (feedparser.CharacterEncodingOverride,)
+# (a declared encoding corrected from the bytes; a feed served as text/html or without a type)
+_BENIGN_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 
 _BLOCK_TAGS = frozenset(
     {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
@@ -44,8 +46,8 @@ def parse_feed(content: bytes, url: str, headers: Mapping[str, str] | None = Non
         raise FeedParseError(url, f"feed parser failed: {type(e).__name__}: {e}") from e
     reason = _malformed_reason(parsed)
     entries = tuple(_entry(e) for e in parsed.entries)
-    if not entries and reason and not parsed.feed.get("title"):
-        raise FeedParseError(url, f"not a feed: {reason}")
+    if not entries and not parsed.feed.get("title"):
+        raise FeedParseError(url, f"not a feed: {reason or 'no entries and no feed title'}")
     feed = parsed.feed
     return ParsedFeed(
         title=_clean_line(feed.get("title", "")),
@@ -77,8 +79,9 @@ def _entry(raw: Any) -> ParsedEntry:
         title=_clean_line(_text_of(raw.get("title_detail")) or raw.get("title", "")),
         summary=_text_of(raw.get("summary_detail")) or _clean_text(raw.get("summary", "")),
         content=_longest_content(raw.get("content")),
-        published=_datetime(raw.get("published_parsed")),
-        updated=_datetime(raw.get("updated_parsed")),
+        # dict.get: feedparser's own get() maps a missing published date to the updated one
+        published=_datetime(dict.get(raw, "published_parsed")),
+        updated=_datetime(dict.get(raw, "updated_parsed")),
         author=_clean_line(raw.get("author", "")) or None,
     )
 
@@ -100,7 +103,7 @@ def _text_of(detail: Any) -> str:
     if not detail:
         return ""
     value = detail.get("value") or ""
-    if "html" in (detail.get("type") or ""):
+    if "html" in (detail.get("type") or "") or _TAG.search(value):
         return html_to_text(value)
     return _clean_text(value)
 

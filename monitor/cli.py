@@ -1,0 +1,297 @@
+"""``newsmon`` command line: a thin layer over ``service.make_app`` and the state store.
+
+Exit codes: 0 success; 2 usage or configuration error; 3 state store error; 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+from monitor.errors import ConfigError, NewsmonError, StorageError
+from monitor.types import Article, FeedState, utcnow
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STORAGE = 0, 1, 2, 3
+DEFAULT_CONFIG = "feeds.yaml"
+
+log = logging.getLogger("newsmon")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        config = _load_config(args.config)
+        return int(args.handler(args, config))
+    except ConfigError as e:
+        print(f"newsmon: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StorageError as e:
+        print(f"newsmon: state store error: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except NewsmonError as e:
+        print(f"newsmon: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="newsmon", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--config",
+        default=os.environ.get("NEWSMON_CONFIG", DEFAULT_CONFIG),
+        help="configuration file (default: $NEWSMON_CONFIG or ./feeds.yaml)",
+    )
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default) or ERROR")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the service (scheduler)")
+    run.add_argument("--once", action="store_true", help="poll every feed once, finish, exit")
+    run.set_defaults(handler=cmd_run)
+
+    feeds = sub.add_parser("feeds", help="feed health: last poll, status, items, errors")
+    feeds.add_argument("--json", action="store_true")
+    feeds.set_defaults(handler=cmd_feeds)
+
+    arts = sub.add_parser("articles", help="stored articles")
+    arts.add_argument("--json", action="store_true")
+    arts.add_argument("--since", type=_duration_arg, help="e.g. 7d, 12h (by discovery time)")
+    arts.add_argument("--feed", help="only this feed (by name)")
+    arts.add_argument("--limit", type=int, default=50, help="at most N (default 50; 0 = all)")
+    arts.add_argument("--full", action="store_true", help="include the full text")
+    arts.set_defaults(handler=cmd_articles)
+
+    check = sub.add_parser("check-config", help="validate the configuration and show it")
+    check.set_defaults(handler=cmd_check_config)
+    return p
+
+
+def _duration_arg(text: str) -> timedelta:
+    from monitor.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    default = "INFO" if args.command == "run" else "WARNING"
+    level = (args.log_level or os.environ.get("NEWSMON_LOG_LEVEL") or default).upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # third-party chatter (one line per HTTP request) drowns the service's own log
+    for noisy in ("httpx", "httpcore", "apscheduler.executors", "trafilatura", "htmldate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load_config(path: str) -> Any:
+    from monitor.config import load_config
+
+    return load_config(path)
+
+
+# -- commands ----------
+
+
+def cmd_run(args: argparse.Namespace, config: Any) -> int:
+    from monitor.service import make_app
+
+    app = make_app(config)
+    try:
+        if args.once:
+            progress_line = ProgressLine(sys.stderr)
+            app.progress.on_change = progress_line.update
+            summary = asyncio.run(app.run_once())
+            progress_line.done()
+            print(_format_summary(summary))
+        else:
+            asyncio.run(app.run_forever())
+    finally:
+        asyncio.run(app.aclose())
+    return EXIT_OK
+
+
+def _format_summary(summary: Any) -> str:
+    s = summary
+    return (
+        f"polled {s.feeds_polled} feeds ({s.feeds_failed} failed); "
+        f"{s.articles_new} new articles; {s.articles_fetched} stored "
+        f"({s.articles_from_feed_text} from feed text), {s.articles_duplicate} duplicates, "
+        f"{s.articles_failed} failed, {s.articles_pending} pending"
+    )
+
+
+def cmd_feeds(args: argparse.Namespace, config: Any) -> int:
+    with _store(config) as store:
+        stored = {f.name: f for f in store.list_feeds()}
+    rows = [
+        feed_row(stored.get(f.name) or FeedState(name=f.name, url=f.url, language=f.language))
+        for f in config.feeds
+    ]
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_table(
+            rows,
+            [
+                ("name", 22), ("language", 4), ("last_polled_at", 20), ("last_status", 6),
+                ("items_seen", 5), ("items_new", 4), ("error_count", 5), ("next_poll_at", 20),
+                ("last_error", 60),
+            ],
+        )  # fmt: skip
+    return EXIT_OK
+
+
+def feed_row(f: FeedState) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "url": f.url,
+        "language": f.language,
+        "title": f.title,
+        "last_polled_at": _iso(f.last_polled_at),
+        "last_status": f.last_status,
+        "items_seen": f.items_seen,
+        "items_new": f.items_new,
+        "total_articles": f.total_articles,
+        "last_new_item_at": _iso(f.last_new_item_at),
+        "last_error": f.last_error,
+        "error_count": f.error_count,
+        "consecutive_failures": f.consecutive_failures,
+        "next_poll_at": _iso(f.next_poll_at),
+        "interval_seconds": f.interval_seconds,
+        "permanent_redirect": f.permanent_redirect,
+        "malformed_reason": f.malformed_reason,
+    }
+
+
+def cmd_articles(args: argparse.Namespace, config: Any) -> int:
+    if args.feed and args.feed not in {f.name for f in config.feeds}:
+        print(f"newsmon: no feed named {args.feed!r} in {config.source}", file=sys.stderr)
+        return EXIT_CONFIG
+    since = utcnow() - args.since if args.since else None
+    with _store(config) as store:
+        articles = store.list_articles(since=since, feed=args.feed, limit=args.limit or None)
+    rows = [article_row(a, full=args.full) for a in articles]
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_table(
+            rows,
+            [("published", 20), ("language", 4), ("source", 18), ("text_source", 4),
+             ("text_length", 6), ("title", 70)],
+        )  # fmt: skip
+        if args.full:
+            for row in rows:
+                print(f"\n== {row['title']}\n{row['url']}\n\n{row['text'] or ''}")
+    return EXIT_OK
+
+
+def article_row(a: Article, *, full: bool = False) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": a.id,
+        "url": a.url,
+        "canonical_url": a.canonical_url,
+        "title": a.title,
+        "source": a.feed,
+        "language": a.language,
+        "published": _iso(a.published_at),
+        "discovered_at": _iso(a.discovered_at),
+        "fetched_at": _iso(a.fetched_at),
+        "status": str(a.status),
+        "text_source": str(a.text_source) if a.text_source else None,
+        "text_length": a.text_length,
+        "last_error": a.last_error,
+    }
+    if full:
+        row["text"] = a.text
+    return row
+
+
+def cmd_check_config(args: argparse.Namespace, config: Any) -> int:
+    topics = len(config.topics)
+    channels = len(config.channels)
+    print(f"{config.source}: OK ({len(config.feeds)} feeds, {topics} topics, {channels} channels)")
+    print(json.dumps(config.redacted_dict(), indent=2, ensure_ascii=False, default=str))
+    return EXIT_OK
+
+
+# -- helpers ----------
+
+
+class _store:
+    """Open the configured state store for one command (SQLite allows a running service)."""
+
+    def __init__(self, config: Any) -> None:
+        from monitor.service import state_url
+        from monitor.state import open_state_store
+
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._store = open_state_store(state_url(config))
+
+    def __enter__(self) -> Any:
+        return self._store
+
+    def __exit__(self, *exc: object) -> None:
+        self._store.close()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def _print_json(rows: Iterable[dict[str, Any]]) -> None:
+    print(json.dumps(list(rows), indent=2, ensure_ascii=False))
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, int]]) -> None:
+    def cell(value: Any, width: int) -> str:
+        text = "-" if value is None else str(value).replace("\n", " ")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    print("  ".join(name[:width].ljust(width) for name, width in columns).rstrip())
+    for row in rows:
+        print("  ".join(cell(row.get(n), w).ljust(w) for n, w in columns).rstrip())
+
+
+class ProgressLine:
+    """A one-line progress display on a terminal; silent when output is not a TTY."""
+
+    def __init__(self, stream: TextIO, *, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self._clock = clock or time.monotonic
+        self._last = 0.0
+
+    def update(self, progress: Any) -> None:
+        now = self._clock()
+        if not self._enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        self._stream.write(
+            f"\rfeeds {progress.feeds_done}/{progress.feeds_total}  "
+            f"articles {progress.articles_done}/{progress.articles_queued}   "
+        )
+        self._stream.flush()
+
+    def done(self) -> None:
+        if self._enabled:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
