@@ -6,6 +6,7 @@ script 304s, redirects, slow bodies or errors. Every request is recorded in ``se
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import threading
 import time
@@ -39,6 +40,10 @@ class Response:
     #: honour If-None-Match / If-Modified-Since against these validators with a 304
     etag: str | None = None
     last_modified: str | None = None
+    #: send the body with Transfer-Encoding: chunked instead of a Content-Length
+    chunked: bool = False
+    #: close the connection without answering (the client sees a disconnect)
+    drop_connection: bool = False
 
 
 Handler = Callable[[Request], Response]
@@ -69,7 +74,10 @@ class LocalServer:
         self._httpd = ThreadingHTTPServer((host, 0), _Handler)
         self._httpd.daemon_threads = True
         self.host, self.port = self._httpd.server_address[:2]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # a short poll interval makes stop() (every test teardown) take ~10 ms instead of 0.5 s
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
 
     # -- lifecycle
     def start(self) -> LocalServer:
@@ -116,14 +124,15 @@ class LocalServer:
             resp = target(req)
         else:
             resp = target
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
             self._write(h, req, resp)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     def _write(self, h: BaseHTTPRequestHandler, req: Request, resp: Response) -> None:
         if resp.delay:
             time.sleep(resp.delay)
+        if resp.drop_connection:
+            h.close_connection = True
+            return
         if self._not_modified(req, resp):
             h.send_response(304)
             self._validators(h, resp)
@@ -139,15 +148,21 @@ class LocalServer:
         for k, v in resp.headers.items():
             h.send_header(k, v)
         self._validators(h, resp)
-        h.send_header("Content-Length", str(len(body)))
+        if resp.chunked:
+            h.send_header("Transfer-Encoding", "chunked")
+        else:
+            h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         if req.method == "HEAD":
             return
         for piece in _chunks(body, resp.chunk_size if resp.chunk_delay else len(body) or 1):
-            h.wfile.write(piece)
+            h.wfile.write(_chunk_frame(piece) if resp.chunked else piece)
             h.wfile.flush()
             if resp.chunk_delay:
                 time.sleep(resp.chunk_delay)
+        if resp.chunked:
+            h.wfile.write(_chunk_frame(b""))  # the zero-length last chunk
+            h.wfile.flush()
 
     @staticmethod
     def _validators(h: BaseHTTPRequestHandler, resp: Response) -> None:
@@ -170,3 +185,7 @@ class LocalServer:
 def _chunks(data: bytes, size: int) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+def _chunk_frame(piece: bytes) -> bytes:
+    return f"{len(piece):X}\r\n".encode() + piece + b"\r\n"
