@@ -27,6 +27,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -146,6 +147,9 @@ class HttpFetcher:
             follow_redirects=False,
             # No proxies from the environment: the SSRF guard must see the real peer address.
             trust_env=False,
+            # No cookies: a poller has no sessions to keep, and one jar shared by every site
+            # would only grow (and carry one site's state into the next request).
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             transport=transport,
         )
 
