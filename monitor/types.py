@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 
@@ -237,4 +237,3 @@ class FeedPollRecord:
     permanent_redirect: str | None = None
     malformed_reason: str | None = None
     title: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)

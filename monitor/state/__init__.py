@@ -1,0 +1,138 @@
+"""The state store: feeds, their poll state and health, and articles through their life cycle.
+
+One SQL schema on SQLite (the default: ``sqlite_url(data_dir)``) or PostgreSQL
+(``postgresql+psycopg://user:password@host/db``; a plain ``postgresql://`` URL means the same),
+versioned with Alembic migrations that ``open_state_store`` runs to the newest version.
+
+For fast tests, ``open_state_store("sqlite://")`` gives a private in-memory database; all its
+connections share one (StaticPool), so use it from one thread at a time.
+
+Conventions:
+
+* every datetime going in or coming out is aware UTC (naive input is taken to be UTC);
+* every method is one transaction, and every database failure leaving the store is a
+  ``StorageError`` saying what failed, naming the URL with its password redacted;
+* writers are expected to be one process (the monitor); readers may be many. SQLite runs in
+  WAL mode with a busy timeout, so readers never block the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from monitor.state._articles import Outcome
+from monitor.state.engine import sqlite_url
+from monitor.state.migrate import head_version
+from monitor.state.store import SqlStateStore, open_state_store
+from monitor.types import (
+    Article,
+    ArticleDraft,
+    ArticleStatus,
+    FeedPollRecord,
+    FeedState,
+    ProcessedText,
+)
+
+__all__ = [
+    "Outcome",
+    "SqlStateStore",
+    "StateStore",
+    "head_version",
+    "open_state_store",
+    "sqlite_url",
+]
+
+
+class StateStore(Protocol):
+    """What the pipeline stages need from storage (see the module docstring for conventions)."""
+
+    def sync_feeds(self, feeds: Sequence[tuple[str, str, str]], now: datetime) -> None:
+        """Make the stored feeds match the config's ``(name, url, language)`` triples.
+
+        New names are inserted; known ones get their url/language updated (a new URL drops the
+        old URL's validators) and are re-activated; stored feeds missing from the config are
+        marked inactive, keeping their data. Names are unique (the config guarantees it).
+        """
+        ...
+
+    def list_feeds(self) -> list[FeedState]:
+        """Active feeds, sorted by name."""
+        ...
+
+    def get_feed(self, name: str) -> FeedState | None:
+        """The stored feed, active or not; None when the name was never configured."""
+        ...
+
+    def record_poll(self, name: str, record: FeedPollRecord) -> None:
+        """Store a poll's outcome: schedule always; validators, counters and document
+        details on success (a 304 keeps what it does not repeat); error counters on failure."""
+        ...
+
+    def known_entries(self, feed: str, entry_keys: Sequence[str]) -> dict[str, str]:
+        """``entry_key -> content_hash`` for the keys already seen in ``feed``."""
+        ...
+
+    def save_drafts(
+        self, drafts: Sequence[ArticleDraft], now: datetime
+    ) -> list[tuple[str, Outcome]]:
+        """Store drafts in one transaction, linking each ``(feed, entry_key)`` to its article.
+
+        Outcome per draft: ``"new"`` (inserted as pending), ``"updated"`` (content hash changed:
+        feed fields replaced, version + 1, back to pending with attempts, backoff, error and
+        duplicate verdict cleared) or ``"linked"`` (same content, only the entry recorded).
+        """
+        ...
+
+    def get_article(self, article_id: str) -> Article | None: ...
+
+    def find_article_by_canonical_url(self, canonical_url: str) -> Article | None:
+        """The article at that canonical URL; when several share it, the one that is not a
+        duplicate, else the first discovered."""
+        ...
+
+    def due_articles(self, now: datetime, limit: int) -> list[Article]:
+        """Pending articles whose next attempt is unset or due, oldest discovered first."""
+        ...
+
+    def save_text(self, article_id: str, text: ProcessedText, fetched_at: datetime) -> None:
+        """Store the processed text; page title/author/published/canonical URL replace the
+        feed's only when given. Status becomes fetched, last_error the fallback reason."""
+        ...
+
+    def mark_duplicate(self, article_id: str, duplicate_of: str, now: datetime) -> None: ...
+
+    def record_article_failure(
+        self, article_id: str, error: str, next_attempt_at: datetime | None, now: datetime
+    ) -> None:
+        """Count a failed attempt; ``next_attempt_at=None`` gives up (status failed)."""
+        ...
+
+    def set_status(
+        self, article_ids: Sequence[str], status: ArticleStatus, now: datetime
+    ) -> None: ...
+
+    def list_articles(
+        self,
+        *,
+        since: datetime | None = None,
+        feed: str | None = None,
+        status: ArticleStatus | None = None,
+        limit: int | None = None,
+    ) -> list[Article]:
+        """Newest first by published time (discovery time when unknown). ``since`` filters on
+        ``discovered_at`` - when newsmon saw the article - since feeds' published dates are
+        missing, wrong or back-dated often enough to make "new since" unreliable."""
+        ...
+
+    def count_articles(self, status: ArticleStatus | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+if TYPE_CHECKING:
+
+    def _implements_protocol(store: SqlStateStore) -> StateStore:
+        # mypy proves here that SqlStateStore satisfies the protocol
+        return store

@@ -1,0 +1,133 @@
+"""Table definitions of the state store (SQLAlchemy Core).
+
+This module is the *current* shape of the schema, used by the queries. The migrations under
+``migrations/versions`` are what creates it in a database; a test compares the two so they
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from monitor.types import ArticleStatus, as_utc
+
+# Deterministic constraint names: Alembic needs names to alter or drop constraints later,
+# and SQLite only gets them when we give them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+STATUS_VALUES = tuple(status.value for status in ArticleStatus)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out on every backend.
+
+    PostgreSQL stores ``timestamptz`` and hands back aware values in the session's time zone;
+    SQLite stores text without an offset and hands back naive values. Normalising to UTC on the
+    way in keeps SQLite's text comparisons and ordering correct, and normalising on the way out
+    gives callers aware UTC values from both.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+feeds = sa.Table(
+    "feeds",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("language", sa.Text, nullable=False),
+    # feeds dropped from the config are kept (with their articles) but no longer polled
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("added_at", UTCDateTime, nullable=False),
+    sa.Column("config_updated_at", UTCDateTime, nullable=False),
+    # HTTP validators of the last successful poll
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    # schedule
+    sa.Column("last_polled_at", UTCDateTime),
+    sa.Column("next_poll_at", UTCDateTime),
+    sa.Column("interval_seconds", sa.Float),
+    # health
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("error_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("items_seen", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("items_new", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("total_articles", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_new_item_at", UTCDateTime),
+    # what the last parsed document said about itself
+    sa.Column("permanent_redirect", sa.Text),
+    sa.Column("malformed_reason", sa.Text),
+    sa.Column("title", sa.Text),
+)
+
+articles = sa.Table(
+    "articles",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("feed", sa.Text, sa.ForeignKey("feeds.name"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    # Not unique: a duplicate keeps the canonical URL of the article it duplicates (that is how
+    # it was found to be one), and a page update may move an article onto a URL another
+    # article already has. Lookups prefer the original (see find_article_by_canonical_url).
+    sa.Column("canonical_url", sa.Text, nullable=False, index=True),
+    sa.Column("guid", sa.Text),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("feed_text", sa.Text, nullable=False),
+    sa.Column("feed_language", sa.Text, nullable=False),
+    sa.Column("author", sa.Text),
+    sa.Column("published_at", UTCDateTime),
+    sa.Column("discovered_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("fetched_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("text", sa.Text),
+    sa.Column("text_source", sa.Text),
+    sa.Column("language", sa.Text),
+    sa.Column("language_confidence", sa.Float),
+    sa.Column("content_hash", sa.Text),
+    # sha256 of ``text``: cheap exact-duplicate detection across URLs for later stages
+    sa.Column("text_hash", sa.Text, index=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("duplicate_of", sa.Text, sa.ForeignKey("articles.id")),
+    sa.CheckConstraint(
+        sa.column("status").in_(STATUS_VALUES),
+        name="status",
+    ),
+    # serves due_articles (status = pending, oldest first) and status filters/counts
+    sa.Index(None, "status", "discovered_at"),
+    sa.Index(None, "feed", "discovered_at"),
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    # one row per feed item ever seen: the feed's own key for it (guid or link) -> article
+    sa.Column("feed", sa.Text, sa.ForeignKey("feeds.name"), primary_key=True),
+    sa.Column("entry_key", sa.Text, primary_key=True),
+    sa.Column("article_id", sa.Text, sa.ForeignKey("articles.id"), nullable=False, index=True),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,207 @@
+"""The SQL implementation of the state store (SQLite or PostgreSQL through SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from types import TracebackType
+
+import sqlalchemy as sa
+from alembic.util.exc import CommandError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from monitor.errors import StorageError
+from monitor.state import _articles, _feeds
+from monitor.state import engine as engines
+from monitor.state import migrate as migrations
+from monitor.state._articles import Outcome
+from monitor.types import (
+    Article,
+    ArticleDraft,
+    ArticleStatus,
+    FeedPollRecord,
+    FeedState,
+    ProcessedText,
+)
+
+# any fixed number: it names the lock that keeps two processes from migrating at once
+_MIGRATION_LOCK_ID = 0x6E65_7773  # "news"
+_MAX_CAUSE_CHARS = 500
+
+
+def open_state_store(url: str, *, migrate: bool = True) -> SqlStateStore:
+    """Open the store at ``url``, migrating its schema to the newest version unless told not to.
+
+    Fails with ``StorageError`` (naming the URL, password redacted) when the database cannot be
+    reached, created or migrated.
+    """
+    parsed = engines.parse_url(url)
+    store = SqlStateStore(engines.create_engine(parsed), parsed)
+    try:
+        store.ping()  # so that an unreachable database reads as such, not as a failed migration
+        if migrate:
+            store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+class SqlStateStore:
+    """Implements ``monitor.state.StateStore``; every method is one transaction."""
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self._engine = engine
+        self._url = url
+        self._closed = False
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The database URL, password redacted."""
+        return engines.redact(self._url)
+
+    @property
+    def engine(self) -> Engine:
+        """The underlying engine, for diagnostics and tests; prefer the methods."""
+        return self._engine
+
+    @contextmanager
+    def _transaction(self, what: str, *, write: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction that commits on success; database errors become
+        ``StorageError`` saying ``what`` failed where."""
+        if self._closed:
+            raise StorageError(f"{what} failed: state store {self.url} is closed")
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{engines.WRITE_OPTION: write})
+                with conn.begin():
+                    yield conn
+        except (SQLAlchemyError, CommandError) as e:
+            raise StorageError(f"{what} failed in state store {self.url}: {self._cause(e)}") from e
+
+    def _cause(self, error: Exception) -> str:
+        # The driver's message, on one line and short: SQLAlchemy's own text repeats the SQL
+        # and its parameters (whole article texts). Scrub the password in case a driver
+        # echoes its connection string.
+        cause = error.orig if isinstance(error, DBAPIError) and error.orig else error
+        message = " ".join(str(cause).split()) or type(cause).__name__
+        if self._url.password:
+            message = message.replace(str(self._url.password), "***")
+        return message[:_MAX_CAUSE_CHARS]
+
+    def ping(self) -> None:
+        """Connect once, so that an unusable URL fails now rather than at first use."""
+        with self._transaction("connecting") as conn:
+            conn.execute(sa.select(1))
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest version (a no-op when it is there already)."""
+        with self._transaction("migrating the schema", write=True) as conn:
+            if conn.dialect.name == "postgresql":
+                # released at commit; SQLite's BEGIN IMMEDIATE already serialises writers
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
+            migrations.upgrade(conn)
+
+    def schema_version(self) -> str | None:
+        """The schema revision of the database; None when it was never migrated."""
+        with self._transaction("reading the schema version") as conn:
+            return migrations.current_version(conn)
+
+    def close(self) -> None:
+        """Release all connections; the store cannot be used afterwards."""
+        self._closed = True
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlStateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- feeds -----------------------------------------------------------------------------------
+
+    def sync_feeds(self, feeds: Sequence[tuple[str, str, str]], now: datetime) -> None:
+        with self._transaction("syncing the configured feeds", write=True) as conn:
+            _feeds.sync(conn, feeds, now)
+
+    def list_feeds(self) -> list[FeedState]:
+        with self._transaction("listing feeds") as conn:
+            return _feeds.list_active(conn)
+
+    def get_feed(self, name: str) -> FeedState | None:
+        with self._transaction(f"reading feed {name!r}") as conn:
+            return _feeds.get(conn, name)
+
+    def record_poll(self, name: str, record: FeedPollRecord) -> None:
+        with self._transaction(f"recording a poll of feed {name!r}", write=True) as conn:
+            _feeds.record_poll(conn, name, record)
+
+    # -- entries and drafts ------------------------------------------------------------------------
+
+    def known_entries(self, feed: str, entry_keys: Sequence[str]) -> dict[str, str]:
+        with self._transaction(f"reading known entries of feed {feed!r}") as conn:
+            return _articles.known_entries(conn, feed, entry_keys)
+
+    def save_drafts(
+        self, drafts: Sequence[ArticleDraft], now: datetime
+    ) -> list[tuple[str, Outcome]]:
+        with self._transaction(f"saving {len(drafts)} new entries", write=True) as conn:
+            return _articles.save_drafts(conn, drafts, now)
+
+    # -- articles --------------------------------------------------------------------------------
+
+    def get_article(self, article_id: str) -> Article | None:
+        with self._transaction(f"reading article {article_id!r}") as conn:
+            return _articles.get(conn, article_id)
+
+    def find_article_by_canonical_url(self, canonical_url: str) -> Article | None:
+        with self._transaction(f"looking up canonical URL {canonical_url!r}") as conn:
+            return _articles.find_by_canonical_url(conn, canonical_url)
+
+    def due_articles(self, now: datetime, limit: int) -> list[Article]:
+        with self._transaction("listing due articles") as conn:
+            return _articles.due(conn, now, limit)
+
+    def save_text(self, article_id: str, text: ProcessedText, fetched_at: datetime) -> None:
+        with self._transaction(f"saving the text of article {article_id!r}", write=True) as conn:
+            _articles.save_text(conn, article_id, text, fetched_at)
+
+    def mark_duplicate(self, article_id: str, duplicate_of: str, now: datetime) -> None:
+        with self._transaction(f"marking article {article_id!r} a duplicate", write=True) as conn:
+            _articles.mark_duplicate(conn, article_id, duplicate_of, now)
+
+    def record_article_failure(
+        self, article_id: str, error: str, next_attempt_at: datetime | None, now: datetime
+    ) -> None:
+        what = f"recording a failure of article {article_id!r}"
+        with self._transaction(what, write=True) as conn:
+            _articles.record_failure(conn, article_id, error, next_attempt_at, now)
+
+    def set_status(self, article_ids: Sequence[str], status: ArticleStatus, now: datetime) -> None:
+        what = f"setting status {status.value!r} on {len(article_ids)} articles"
+        with self._transaction(what, write=True) as conn:
+            _articles.set_status(conn, article_ids, status, now)
+
+    def list_articles(
+        self,
+        *,
+        since: datetime | None = None,
+        feed: str | None = None,
+        status: ArticleStatus | None = None,
+        limit: int | None = None,
+    ) -> list[Article]:
+        with self._transaction("listing articles") as conn:
+            return _articles.list_articles(conn, since=since, feed=feed, status=status, limit=limit)
+
+    def count_articles(self, status: ArticleStatus | None = None) -> int:
+        with self._transaction("counting articles") as conn:
+            return _articles.count(conn, status)
