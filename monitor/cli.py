@@ -11,9 +11,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from monitor.errors import ConfigError, NewsmonError, StorageError
 from monitor.types import Article, FeedState, utcnow
@@ -22,6 +22,7 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STORAGE = 0, 1, 2, 3
 DEFAULT_CONFIG = "feeds.yaml"
 
 log = logging.getLogger("newsmon")
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,18 +110,23 @@ def cmd_run(args: argparse.Namespace, config: Any) -> int:
     from monitor.service import make_app
 
     app = make_app(config)
-    try:
-        if args.once:
-            progress_line = ProgressLine(sys.stderr)
-            app.progress.on_change = progress_line.update
-            summary = asyncio.run(app.run_once())
-            progress_line.done()
-            print(_format_summary(summary))
-        else:
-            asyncio.run(app.run_forever())
-    finally:
-        asyncio.run(app.aclose())
+    if not args.once:
+        asyncio.run(_closing(app, app.run_forever()))
+        return EXIT_OK
+    progress_line = ProgressLine(sys.stderr)
+    app.progress.on_change = progress_line.update
+    summary = asyncio.run(_closing(app, app.run_once()))
+    progress_line.done()
+    print(_format_summary(summary))
     return EXIT_OK
+
+
+async def _closing(app: Any, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` and close the app in the same event loop (its HTTP client lives there)."""
+    try:
+        return await work
+    finally:
+        await app.aclose()
 
 
 def _format_summary(summary: Any) -> str:
