@@ -57,19 +57,23 @@ def test_run_once_stores_every_article_with_page_text_and_language(
 
     expected = {http_server.url(a.path): a for a in fixture_articles()}
     articles, feeds = _articles(tmp_path)
-    assert summary.feeds_polled == 4 and summary.feeds_failed == 0
+    assert summary.feeds_polled == 4
+    assert summary.feeds_failed == 0
     assert summary.articles_new == len(expected) == len(articles)
     for url, fixture in expected.items():
         stored = articles[url]
         assert stored.status is ArticleStatus.FETCHED
         assert stored.text_source is TextSource.PAGE, stored.last_error
         assert stored.language == fixture.language
-        assert stored.text and fixture.paragraphs[1][:60] in stored.text
+        assert stored.text
+        assert fixture.paragraphs[1][:60] in stored.text
         assert BOILERPLATE_MARK not in stored.text
         assert stored.title == fixture.title
     for feed in feeds.values():
-        assert feed.last_error is None and feed.last_status == 200
-        assert feed.items_new == feed.items_seen > 0 and feed.next_poll_at is not None
+        assert feed.last_error is None
+        assert feed.last_status == 200
+        assert feed.items_new == feed.items_seen > 0
+        assert feed.next_poll_at is not None
 
 
 def test_tracking_parameters_and_fragments_are_stripped_from_article_urls(
@@ -152,7 +156,8 @@ def test_broken_feeds_are_recorded_and_never_stop_healthy_ones(
 
     summary, _ = _run_once(config)
 
-    assert summary.feeds_polled == 10 and summary.feeds_failed == 6
+    assert summary.feeds_polled == 10
+    assert summary.feeds_failed == 6
     assert summary.articles_fetched == len(fixture_articles())
     _, state = _articles(tmp_path)
     assert "HTTP 500" in (state["Down"].last_error or "")
@@ -162,7 +167,8 @@ def test_broken_feeds_are_recorded_and_never_stop_healthy_ones(
     assert "not a feed" in (state["Not a feed"].last_error or "")
     assert "127.0.0.1:9" in (state["Refused"].last_error or "")
     for name in ("Down", "Gone", "Slow", "Huge", "Not a feed", "Refused"):
-        assert state[name].error_count == 1 and state[name].consecutive_failures == 1
+        assert state[name].error_count == 1
+        assert state[name].consecutive_failures == 1
         assert state[name].next_poll_at is not None
 
 
@@ -219,7 +225,8 @@ def test_interrupted_run_resumes_pending_articles_without_refetching_feeds(
 
     articles, _ = _articles(tmp_path)
     assert {a.status for a in articles.values()} == {ArticleStatus.FETCHED}
-    assert summary.articles_new == 0 and summary.articles_fetched == len(articles)
+    assert summary.articles_new == 0
+    assert summary.articles_fetched == len(articles)
     later = http_server.requests[hits_before:]
     assert sum(1 for r in later if r.path.startswith("/feeds/")) == 4  # 304s
     assert sum(1 for r in later if not r.path.startswith("/feeds/")) == len(articles)
@@ -264,16 +271,19 @@ def test_cli_feeds_and_articles_json(
     feeds = json.loads(capsys.readouterr().out)
     assert [f["name"] for f in feeds] == list(urls)
     for f in feeds:
-        assert f["last_error"] is None and f["error_count"] == 0
+        assert f["last_error"] is None
+        assert f["error_count"] == 0
         assert {"url", "last_polled_at", "last_status", "items_seen", "items_new",
                 "next_poll_at"} <= f.keys()  # fmt: skip
 
     assert main(["--config", str(config), "articles", "--json", "--since", "1d",
                  "--feed", "Novyny", "--full"]) == 0  # fmt: skip
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 2 and {r["language"] for r in rows} == {"uk"}
+    assert len(rows) == 2
+    assert {r["language"] for r in rows} == {"uk"}
     for r in rows:
-        assert r["source"] == "Novyny" and r["text_source"] == "page"
+        assert r["source"] == "Novyny"
+        assert r["text_source"] == "page"
         assert r["text_length"] == len(r["text"]) > 200
         assert {"url", "canonical_url", "title", "published", "fetched_at"} <= r.keys()
 

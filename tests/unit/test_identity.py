@@ -56,7 +56,8 @@ def test_entry_key_prefers_guid_then_link_then_text_hash() -> None:
     assert entry_key(_entry(guid="abc"), "https://x/1") == "guid:abc"
     assert entry_key(_entry(guid="  "), "https://x/1") == "url:https://x/1"
     key = entry_key(_entry(), None)
-    assert key.startswith("hash:") and key == entry_key(_entry(), None)
+    assert key.startswith("hash:")
+    assert key == entry_key(_entry(), None)
     assert key != entry_key(_entry(title="other"), None)
 
 
