@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from monitor.errors import (
     BlockedAddressError,
@@ -63,6 +63,11 @@ from monitor.types import (
     utcnow,
 )
 
+if TYPE_CHECKING:  # the ports; their modules import heavy libraries (httpx, trafilatura, ...)
+    from monitor.fetch import Fetcher
+    from monitor.pages import PageProcessor
+    from monitor.state import StateStore
+
 log = logging.getLogger("newsmon.pipeline")
 
 FEED_ACCEPT = (
@@ -73,49 +78,6 @@ PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
 #: HTTP statuses after which refetching the page is pointless: use the feed text at once
 PERMANENT_PAGE_STATUSES = frozenset({401, 402, 403, 404, 410, 451})
 ARTICLE_RETRY_BASE = timedelta(minutes=2)
-
-
-# -- the ports this module needs (implemented in fetch.py, pages.py, state/) ----------
-
-
-class FetcherPort(Protocol):
-    async def fetch(
-        self,
-        url: str,
-        *,
-        etag: str | None = None,
-        last_modified: str | None = None,
-        trusted: bool = False,
-        accept: str | None = None,
-    ) -> FetchResult: ...
-
-
-class PageProcessorPort(Protocol):
-    async def process(
-        self,
-        html: bytes | None,
-        url: str,
-        feed_text: str,
-        declared_language: str,
-        *,
-        page_error: str | None = None,
-    ) -> ProcessedText: ...
-
-
-class StorePort(Protocol):
-    def get_feed(self, name: str) -> FeedState | None: ...
-    def record_poll(self, name: str, record: FeedPollRecord) -> None: ...
-    def known_entries(self, feed: str, entry_keys: Sequence[str]) -> dict[str, str]: ...
-    def save_drafts(
-        self, drafts: Sequence[ArticleDraft], now: datetime
-    ) -> list[tuple[str, str]]: ...
-    def get_article(self, article_id: str) -> Article | None: ...
-    def find_article_by_canonical_url(self, canonical_url: str) -> Article | None: ...
-    def save_text(self, article_id: str, text: ProcessedText, fetched_at: datetime) -> None: ...
-    def mark_duplicate(self, article_id: str, duplicate_of: str, now: datetime) -> None: ...
-    def record_article_failure(
-        self, article_id: str, error: str, next_attempt_at: datetime | None, now: datetime
-    ) -> None: ...
 
 
 class FeedSpec(Protocol):
@@ -157,9 +119,9 @@ class ArticleReport:
 
 @dataclass
 class Pipeline:
-    store: StorePort
-    fetcher: FetcherPort
-    pages: PageProcessorPort
+    store: StateStore
+    fetcher: Fetcher
+    pages: PageProcessor
     policy: SchedulePolicy
     max_attempts: int = 5
     clock: Callable[[], datetime] = utcnow

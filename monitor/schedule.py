@@ -97,7 +97,7 @@ def adapt_interval(
 def backoff_delay(policy: SchedulePolicy, interval: float, failures: int) -> float:
     """Exponential backoff: interval x 2^(failures-1), capped at ``max_backoff``."""
     exponent = max(0, min(failures - 1, 16))
-    return min(interval * (2**exponent), policy.max_backoff.total_seconds())
+    return min(interval * float(1 << exponent), policy.max_backoff.total_seconds())
 
 
 def first_poll_at(now: datetime, stored_next: datetime | None, *, stagger: float) -> datetime:
