@@ -7,9 +7,30 @@ library's exception with ``raise ... from e`` so the cause stays inspectable.
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 
 class NewsmonError(Exception):
-    """Base of every error newsmon raises on purpose."""
+    """Base of every error newsmon raises on purpose.
+
+    Subclasses take keyword-rich constructors; ``__reduce__`` rebuilds them from the arguments
+    they were created with, so they survive pickling (errors cross the extraction process pool).
+    """
+
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        self = super().__new__(cls, *args)
+        self._init_args = (args, kwargs)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._init_args
+        return (_rebuild, (type(self), args, kwargs))
+
+
+def _rebuild(cls: type[NewsmonError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return cls(*args, **kwargs)
 
 
 # -- configuration --------------------------------------------------------------------------

@@ -73,7 +73,8 @@ class LocalServer:
 
         self._httpd = ThreadingHTTPServer((host, 0), _Handler)
         self._httpd.daemon_threads = True
-        self.host, self.port = self._httpd.server_address[:2]
+        host_, port_ = self._httpd.server_address[:2]
+        self.host, self.port = str(host_), int(port_)
         # a short poll interval makes stop() (every test teardown) take ~10 ms instead of 0.5 s
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
