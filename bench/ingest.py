@@ -1,0 +1,187 @@
+"""End-to-end ingest benchmark: poll + fetch + extract + identify language + store.
+
+    .venv/bin/python bench/ingest.py                       # 200 feeds x 20 items (4,000 articles)
+    .venv/bin/python bench/ingest.py --feeds 50 --items 10 --processes 2
+
+A local HTTP server (a separate process, on 127.0.0.1) serves the feeds and, as article pages,
+the real news pages of ../shared/corpus/extraction_* (cycled; each article has its own URL).
+Without the corpus it falls back to the fixture pages of tests/fixtures/site. newsmon runs
+`run --once` with its real defaults (SQLite in a temporary data_dir, httpx, the process pool)
+except `per_host_concurrency`, raised because every "outlet" here is the same host.
+
+Prints a table: articles, wall time, articles/s, the share from page vs feed text, and peak
+memory of the main process and of the largest extraction worker. Writes only to a temp dir.
+"""
+
+from __future__ import annotations
+
+import sys
+
+sys.dont_write_bytecode = True
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gzip  # noqa: E402
+import multiprocessing  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from email.utils import format_datetime  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+from xml.sax.saxutils import escape  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def corpus_pages() -> list[bytes]:
+    """Real article HTML from the extraction gold sets (sorted, so runs are comparable)."""
+    files = sorted(
+        [*CORPUS.glob("extraction_trafilatura/html/*.html"),
+         *CORPUS.glob("extraction_scrapinghub/html/*.html.gz"),
+         *CORPUS.glob("extraction_fundus/*/*.html.gz"),
+         *CORPUS.glob("extraction_readability/*/source.html")]
+    )  # fmt: skip
+    return [gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes() for f in files]
+
+
+def fixture_pages() -> list[bytes]:
+    from tests.support.newsfixtures import article_page, fixture_articles
+
+    return [article_page(a, "https://example.org" + a.path) for a in fixture_articles()]
+
+
+def feed_xml(base: str, feed: int, items: int, now: datetime) -> bytes:
+    entries = []
+    for i in range(items):
+        published = format_datetime(now - timedelta(minutes=feed + i))
+        entries.append(
+            f"<item><title>Feed {feed} article {i}: talks in Abu Dhabi</title>"
+            f"<link>{base}/a/{feed}/{i}.html</link><guid>f{feed}-{i}</guid>"
+            f"<pubDate>{published}</pubDate>"
+            f"<description>{escape(f'Summary of article {i} in feed {feed}.')}"
+            "</description></item>"
+        )
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>Bench feed {feed}</title><link>{base}/</link>{''.join(entries)}"
+        "</channel></rss>"
+    ).encode()
+
+
+def serve(pages: list[bytes], feeds: int, items: int, port_queue: multiprocessing.Queue) -> None:
+    now = datetime.now(UTC)
+    cache: dict[int, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            parts = self.path.strip("/").split("/")
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if parts[0] == "feed":
+                n = int(parts[1].removesuffix(".xml"))
+                body = cache.setdefault(n, feed_xml(base, n, items, now))
+                ctype = "application/rss+xml"
+            else:
+                feed, item = int(parts[1]), int(parts[2].removesuffix(".html"))
+                body = pages[(feed * items + item) % len(pages)]
+                ctype = "text/html; charset=utf-8"
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    port_queue.put(httpd.server_address[1])
+    httpd.serve_forever()
+
+
+def write_config(tmp: Path, port: int, feeds: int, processes: int) -> Path:
+    lines = [
+        f"data_dir: {tmp / 'data'}",
+        "fetch: {timeout: 30s, allow_private_addresses: true, per_host_concurrency: 16}",
+        f"extract: {{processes: {processes}}}",
+        "feeds:",
+    ]
+    langs = ["de", "en", "ru", "uk"]
+    lines += [
+        f"  - {{name: feed-{n}, url: 'http://127.0.0.1:{port}/feed/{n}.xml', "
+        f"language: {langs[n % 4]}}}"
+        for n in range(feeds)
+    ]
+    path = tmp / "feeds.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def run(config_path: Path) -> tuple[object, float]:
+    from monitor.config import load_config
+    from monitor.service import make_app
+
+    app = make_app(load_config(config_path))
+    # warm the worker processes first: start-up cost is not throughput
+    await app.pages.process(b"<html><body><p>warm up</p></body></html>", "http://x/", "", "en")
+    started = time.perf_counter()
+    try:
+        summary = await app.run_once()
+        return summary, time.perf_counter() - started
+    finally:
+        await app.aclose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--feeds", type=int, default=200)
+    ap.add_argument("--items", type=int, default=20)
+    ap.add_argument("--processes", type=int, default=2)
+    args = ap.parse_args()
+
+    pages = corpus_pages() if CORPUS.exists() else []
+    source = f"{len(pages)} corpus pages" if pages else "fixture pages (corpus absent)"
+    pages = pages or fixture_pages()
+    ctx = multiprocessing.get_context("spawn")
+    port_queue: multiprocessing.Queue = ctx.Queue()
+    server = ctx.Process(target=serve, args=(pages, args.feeds, args.items, port_queue),
+                         daemon=True)  # fmt: skip
+    server.start()
+    port = port_queue.get(timeout=30)
+    try:
+        with tempfile.TemporaryDirectory(prefix="newsmon-bench-") as tmp:
+            config = write_config(Path(tmp), port, args.feeds, args.processes)
+            summary, wall = asyncio.run(run(config))
+    finally:
+        server.terminate()
+    s = summary
+    main_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    stored = s.articles_fetched  # type: ignore[attr-defined]
+    rows = [
+        ("pages served", source),
+        ("feeds x items", f"{args.feeds} x {args.items}"),
+        ("extraction processes", str(args.processes)),
+        ("articles stored", f"{stored} ({s.articles_from_feed_text} from feed text, "  # type: ignore[attr-defined]
+                            f"{s.articles_duplicate} duplicates by canonical URL, "  # type: ignore[attr-defined]
+                            f"{s.articles_failed} failed, {s.articles_pending} pending)"),  # type: ignore[attr-defined]
+        ("wall time", f"{wall:.1f} s"),
+        ("articles/s (end to end)", f"{stored / wall:.1f}"),
+        ("peak RSS main process", f"{main_peak:.0f} MiB"),
+        ("peak RSS largest child", f"{worker_peak:.0f} MiB"),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'metric'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for key, value in rows:
+        print(f"| {key.ljust(width)} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
