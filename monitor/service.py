@@ -87,6 +87,7 @@ class App:
         self._queue: asyncio.Queue[tuple[str, bool]] | None = None
         self._queued: set[str] = set()
         self._reports: list[ArticleReport] = []
+        self.scheduler: Any = None  # the running AsyncIOScheduler (run_forever), for inspection
 
     # -- shared plumbing
 
@@ -188,7 +189,8 @@ class App:
         scheduler = AsyncIOScheduler(timezone=UTC)
         workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
         now = utcnow()
-        spread = min(60.0, float(len(self.config.feeds)))
+        # overdue feeds start spread over up to a minute, not all in the same second
+        spread = min(60.0, 0.5 * len(self.config.feeds))
         for feed in self.config.feeds:
             state = self.store.get_feed(feed.name)
             at = first_poll_at(now, state.next_poll_at if state else None,
@@ -199,6 +201,7 @@ class App:
             seconds=DUE_SWEEP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
         scheduler.start()
+        self.scheduler = scheduler
         log.info("newsmon running: %d feeds", len(self.config.feeds))
         try:
             await stop.wait()

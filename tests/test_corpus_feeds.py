@@ -1,0 +1,83 @@
+"""Every real-world feed of ../shared/corpus/feeds_* served over HTTP through `run --once`.
+
+Each one either parses (its entries become articles) or is recorded on its feed with a clear
+error; none stops the run. Article pages are never fetched from the internet: the entries link to
+real outlets, which the loopback-only transport refuses, so their feed text is stored instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config
+from monitor.fetch import HttpFetcher
+from monitor.service import make_app
+from monitor.types import ArticleStatus, TextSource
+from tests.conftest import corpus_path
+from tests.support.httpserver import LocalServer, Response
+from tests.support.newsfixtures import write_config
+from tests.support.offline import LoopbackOnlyTransport
+
+NOT_FEEDS = {".md", ".json", ".txt"}
+
+
+def corpus_feed_files() -> list[Path]:
+    root = corpus_path()
+    files = [
+        p for p in sorted(root.glob("feeds_*/**/*"))
+        if p.is_file() and p.suffix not in NOT_FEEDS and "output" not in p.parts
+    ]  # fmt: skip
+    if not files:
+        pytest.skip(f"no feed files under {root}/feeds_*")
+    return files
+
+
+@pytest.mark.corpus
+@pytest.mark.timeout(240)
+def test_every_corpus_feed_parses_or_is_recorded_and_none_stops_the_run(
+    http_server: LocalServer, tmp_path: Path
+) -> None:
+    files = corpus_feed_files()
+    feeds = {}
+    for i, path in enumerate(files):
+        url = http_server.route(
+            f"/corpus/{i}.xml", Response(path.read_bytes(), content_type="application/xml")
+        )
+        feeds[f"{i:03d} {path.parent.name}/{path.name}"[:80]] = (url, "en")  # fmt: skip
+    config = load_config(write_config(tmp_path, feeds, fetch={"timeout": "3s"}))
+    fetcher = HttpFetcher.from_config(config.fetch, transport=LoopbackOnlyTransport())
+    app = make_app(config, fetcher=fetcher)
+
+    async def once():  # type: ignore[no-untyped-def]
+        try:
+            return await app.run_once()
+        finally:
+            await app.aclose()
+
+    summary = asyncio.run(once())
+
+    store = make_app(config).store
+    states = {f.name: f for f in store.list_feeds()}
+    articles = store.list_articles()
+    store.close()
+    assert summary.feeds_polled == len(files)
+    assert len(states) == len(files)
+    parsed = [s for s in states.values() if s.last_error is None]
+    failed = [s for s in states.values() if s.last_error is not None]
+    # most of these suites are valid feeds; the broken ones must say why, naming their URL
+    assert len(parsed) > len(files) / 2
+    for state in failed:
+        assert state.url in state.last_error
+        assert state.error_count == 1
+        assert state.next_poll_at is not None
+    for state in parsed:
+        assert state.last_status == 200
+    assert len(articles) > 500
+    assert not [a for a in articles if a.status is ArticleStatus.PENDING]
+    stored = [a for a in articles if a.status is ArticleStatus.FETCHED]
+    assert all(a.text_source is TextSource.FEED for a in stored)
+    reasons = {(a.last_error or "").split(":")[0] for a in stored}
+    assert reasons <= {"page fetch failed", "entry has no link", "page refused", "page not fetched"}
