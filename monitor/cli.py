@@ -93,7 +93,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
         stream=sys.stderr,
     )
     # third-party chatter (one line per HTTP request) drowns the service's own log
-    for noisy in ("httpx", "httpcore", "apscheduler.executors", "trafilatura", "htmldate"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "trafilatura", "htmldate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -266,7 +266,8 @@ def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, int]]) -> 
         text = "-" if value is None else str(value).replace("\n", " ")
         return text if len(text) <= width else text[: width - 1] + "…"
 
-    print("  ".join(name[:width].ljust(width) for name, width in columns).rstrip())
+    columns = [(name, max(width, len(name))) for name, width in columns]
+    print("  ".join(name.ljust(width) for name, width in columns).rstrip())
     for row in rows:
         print("  ".join(cell(row.get(n), w).ljust(w) for n, w in columns).rstrip())
 
