@@ -194,6 +194,11 @@ class Article:
     last_error: str | None = None
     next_attempt_at: datetime | None = None
     duplicate_of: str | None = None
+    text_hash: str | None = None
+    story_id: str | None = None
+    near_duplicate_of: str | None = None
+    indexed_at: datetime | None = None
+    index_model: str | None = None
 
     @property
     def text_length(self) -> int:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from indexer.types import Story
 from monitor.errors import StorageError
 from monitor.state import (
     SqlStateStore,
@@ -628,3 +629,80 @@ def test_closed_store_refuses_work(store: SqlStateStore) -> None:
     store.close()
     with pytest.raises(StorageError, match="is closed"):
         store.list_feeds()
+
+
+# -- indexing and stories ------------------------------------------------------------------------
+
+
+def _fetched(store: SqlStateStore, *ids: str, text: str = "Повний текст статті.") -> None:
+    store.save_drafts([draft(i) for i in ids], T0)
+    for n, i in enumerate(ids):
+        store.save_text(i, page_text(text=text), T0 + timedelta(seconds=n))
+
+
+def _story(story_id: str, *, count: int = 1, sources: tuple[str, ...] = ("kyiv",)) -> Story:
+    return Story(
+        id=story_id,
+        headline="Переговори в Абу-Дабі",
+        first_seen=T0,
+        last_seen=T0 + timedelta(hours=count),
+        article_count=count,
+        languages=("uk",),
+        sources=sources,
+        representative_article_id="a1",
+    )
+
+
+def test_due_for_indexing_lists_fetched_articles_oldest_first(store: SqlStateStore) -> None:
+    _fetched(store, "a1", "a2", "a3")
+    assert [a.id for a in store.due_for_indexing(10)] == ["a1", "a2", "a3"]
+    assert [a.id for a in store.due_for_indexing(2)] == ["a1", "a2"]
+
+
+def test_mark_indexed_saves_the_story_and_links_the_article(store: SqlStateStore) -> None:
+    _fetched(store, "a1", "a2")
+    store.mark_indexed("a1", model="m1", story=_story("s1"), near_duplicate_of=None, now=T0)
+    grown = _story("s1", count=2, sources=("kyiv", "meduza"))
+    store.mark_indexed("a2", model="m1", story=grown, near_duplicate_of="a1", now=T0)
+
+    a1, a2 = store.get_article("a1"), store.get_article("a2")
+    assert a1 is not None
+    assert a2 is not None
+    assert a1.status is ArticleStatus.INDEXED
+    assert (a1.story_id, a1.index_model, a1.indexed_at) == ("s1", "m1", T0)
+    assert (a2.story_id, a2.near_duplicate_of) == ("s1", "a1")
+    assert store.due_for_indexing(10) == []
+    assert store.get_stories(["s1", "nope"]) == {"s1": grown}
+    assert [a.id for a in store.story_articles("s1")] == ["a1", "a2"]
+    assert store.list_stories() == [grown]
+    assert store.list_stories(since=T0 + timedelta(hours=3)) == []
+
+
+def test_find_indexed_by_text_hash_finds_the_original_only(store: SqlStateStore) -> None:
+    _fetched(store, "a1", "a2", text="Та сама стаття, слово в слово.")
+    first = store.get_article("a1")
+    assert first is not None
+    assert first.text_hash is not None
+    assert store.find_indexed_by_text_hash(first.text_hash, exclude_id="a2") is None  # not indexed
+    store.mark_indexed("a1", model="m1", story=_story("s1"), near_duplicate_of=None, now=T0)
+    store.mark_indexed("a2", model="m1", story=_story("s1", count=2), near_duplicate_of="a1",
+                       now=T0)  # fmt: skip
+    found = store.find_indexed_by_text_hash(first.text_hash, exclude_id="a3")
+    assert found is not None
+    assert found.id == "a1"
+    assert store.find_indexed_by_text_hash(first.text_hash, exclude_id="a1") is None
+
+
+def test_reset_index_by_model_keeps_stories(store: SqlStateStore) -> None:
+    _fetched(store, "a1", "a2")
+    store.mark_indexed("a1", model="old", story=_story("s1"), near_duplicate_of=None, now=T0)
+    store.mark_indexed("a2", model="new", story=_story("s1", count=2), near_duplicate_of=None,
+                       now=T0)  # fmt: skip
+    assert store.reset_index("new", T0) == 1
+    assert [a.id for a in store.due_for_indexing(10)] == ["a1"]
+    again = store.get_article("a1")
+    assert again is not None
+    assert again.story_id == "s1"
+    assert store.reset_index(None, T0) == 1
+    assert store.count_articles(ArticleStatus.FETCHED) == 2
+    assert store.get_articles(["a1", "a2", "zz"]).keys() == {"a1", "a2"}

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from indexer.types import Story
 from monitor.state._articles import Outcome
 from monitor.state.engine import sqlite_url
 from monitor.state.migrate import head_version
@@ -127,6 +128,46 @@ class StateStore(Protocol):
         ...
 
     def count_articles(self, status: ArticleStatus | None = None) -> int: ...
+
+    # -- indexing and stories (issue 3)
+
+    def get_articles(self, article_ids: Sequence[str]) -> dict[str, Article]: ...
+
+    def due_for_indexing(self, limit: int) -> list[Article]:
+        """Fetched articles waiting to be embedded, oldest fetched first."""
+        ...
+
+    def mark_indexed(
+        self,
+        article_id: str,
+        *,
+        model: str,
+        story: Story | None,
+        near_duplicate_of: str | None,
+        now: datetime,
+    ) -> None:
+        """Status indexed with the model that embedded it; saves ``story`` (new or grown) and
+        links the article to it, in one transaction."""
+        ...
+
+    def find_indexed_by_text_hash(self, text_hash: str, exclude_id: str) -> Article | None:
+        """An indexed original (not itself a copy) whose text is exactly this one."""
+        ...
+
+    def reset_index(self, model: str | None, now: datetime) -> int:
+        """Indexed articles back to fetched: all of them, or those not indexed with ``model``.
+        Returns how many; they keep their story."""
+        ...
+
+    def get_stories(self, story_ids: Sequence[str]) -> dict[str, Story]: ...
+
+    def list_stories(
+        self, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[Story]:
+        """Most recently seen first; ``since`` filters on last_seen."""
+        ...
+
+    def story_articles(self, story_id: str) -> list[Article]: ...
 
     def close(self) -> None: ...
 

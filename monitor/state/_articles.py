@@ -301,3 +301,86 @@ def set_status(
             f"cannot set status {status.value!r}: {len(wanted) - updated} of "
             f"{len(wanted)} articles do not exist"
         )
+
+
+# -- indexing (0002) -----------------------------------------------------------------------------
+
+
+def get_many(conn: Connection, article_ids: Sequence[str]) -> dict[str, Article]:
+    found: dict[str, Article] = {}
+    for chunk in _chunks(list(dict.fromkeys(article_ids))):
+        found.update((a.id, a) for a in _articles_where(conn, articles.c.id.in_(chunk)))
+    return found
+
+
+def due_for_indexing(conn: Connection, limit: int) -> list[Article]:
+    query = (
+        sa.select(articles)
+        .where(articles.c.status == ArticleStatus.FETCHED.value)
+        .order_by(articles.c.fetched_at, articles.c.id)
+        .limit(limit)
+    )
+    return [_to_article(row) for row in conn.execute(query).mappings()]
+
+
+def mark_indexed(
+    conn: Connection,
+    article_id: str,
+    *,
+    model: str,
+    story_id: str | None,
+    near_duplicate_of: str | None,
+    now: datetime,
+) -> None:
+    _update_one(
+        conn,
+        article_id,
+        "mark the article indexed",
+        status=ArticleStatus.INDEXED.value,
+        index_model=model,
+        indexed_at=now,
+        story_id=story_id,
+        near_duplicate_of=near_duplicate_of,
+        updated_at=now,
+    )
+
+
+def find_indexed_by_text_hash(conn: Connection, text_hash: str, exclude_id: str) -> Article | None:
+    """The first indexed original with exactly this text (a syndicated copy's source)."""
+    query = (
+        sa.select(articles)
+        .where(
+            articles.c.text_hash == text_hash,
+            articles.c.id != exclude_id,
+            articles.c.status == ArticleStatus.INDEXED.value,
+            articles.c.near_duplicate_of.is_(None),
+        )
+        .order_by(articles.c.indexed_at, articles.c.id)
+        .limit(1)
+    )
+    row = conn.execute(query).mappings().first()
+    return None if row is None else _to_article(row)
+
+
+def reset_index(conn: Connection, model: str | None, now: datetime) -> int:
+    """Send indexed articles back to ``fetched`` (all, or those not indexed with ``model``)."""
+    condition = articles.c.status == ArticleStatus.INDEXED.value
+    if model is not None:
+        condition = condition & (
+            articles.c.index_model.is_(None) | (articles.c.index_model != model)
+        )
+    result = conn.execute(
+        articles.update()
+        .where(condition)
+        .values(status=ArticleStatus.FETCHED.value, updated_at=now)
+    )
+    return int(result.rowcount)
+
+
+def story_articles(conn: Connection, story_id: str) -> list[Article]:
+    query = (
+        sa.select(articles)
+        .where(articles.c.story_id == story_id)
+        .order_by(sa.func.coalesce(articles.c.published_at, articles.c.discovered_at))
+    )
+    return [_to_article(row) for row in conn.execute(query).mappings()]

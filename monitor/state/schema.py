@@ -112,6 +112,12 @@ articles = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("next_attempt_at", UTCDateTime),
     sa.Column("duplicate_of", sa.Text, sa.ForeignKey("articles.id")),
+    # indexing (0002): the story it belongs to, the article whose text it repeats (then it is
+    # not embedded itself), and which model's vectors it has
+    sa.Column("story_id", sa.Text, index=True),
+    sa.Column("near_duplicate_of", sa.Text),
+    sa.Column("indexed_at", UTCDateTime),
+    sa.Column("index_model", sa.Text),
     sa.CheckConstraint(
         sa.column("status").in_(STATUS_VALUES),
         name="status",
@@ -130,4 +136,18 @@ entries = sa.Table(
     sa.Column("article_id", sa.Text, sa.ForeignKey("articles.id"), nullable=False, index=True),
     sa.Column("content_hash", sa.Text, nullable=False),
     sa.Column("first_seen_at", UTCDateTime, nullable=False),
+)
+
+stories = sa.Table(
+    "stories",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("headline", sa.Text, nullable=False),
+    sa.Column("representative_article_id", sa.Text, nullable=False),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False, index=True),
+    sa.Column("article_count", sa.Integer, nullable=False, server_default="0"),
+    # sorted lists of language codes and feed names
+    sa.Column("languages", sa.JSON, nullable=False),
+    sa.Column("sources", sa.JSON, nullable=False),
 )

@@ -12,8 +12,9 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from indexer.types import Story
 from monitor.errors import StorageError
-from monitor.state import _articles, _feeds
+from monitor.state import _articles, _feeds, _stories
 from monitor.state import engine as engines
 from monitor.state import migrate as migrations
 from monitor.state._articles import Outcome
@@ -205,3 +206,53 @@ class SqlStateStore:
     def count_articles(self, status: ArticleStatus | None = None) -> int:
         with self._transaction("counting articles") as conn:
             return _articles.count(conn, status)
+
+    # -- indexing and stories ----------------------------------------------------------------------
+
+    def get_articles(self, article_ids: Sequence[str]) -> dict[str, Article]:
+        with self._transaction(f"reading {len(article_ids)} articles") as conn:
+            return _articles.get_many(conn, article_ids)
+
+    def due_for_indexing(self, limit: int) -> list[Article]:
+        with self._transaction("listing articles to index") as conn:
+            return _articles.due_for_indexing(conn, limit)
+
+    def mark_indexed(
+        self,
+        article_id: str,
+        *,
+        model: str,
+        story: Story | None,
+        near_duplicate_of: str | None,
+        now: datetime,
+    ) -> None:
+        """Record the indexing outcome and the article's story (saved in the same transaction)."""
+        with self._transaction(f"marking article {article_id!r} indexed", write=True) as conn:
+            if story is not None:
+                _stories.save(conn, story)
+            _articles.mark_indexed(
+                conn, article_id, model=model, story_id=story.id if story else None,
+                near_duplicate_of=near_duplicate_of, now=now,
+            )  # fmt: skip
+
+    def find_indexed_by_text_hash(self, text_hash: str, exclude_id: str) -> Article | None:
+        with self._transaction("looking up an article by its text") as conn:
+            return _articles.find_indexed_by_text_hash(conn, text_hash, exclude_id)
+
+    def reset_index(self, model: str | None, now: datetime) -> int:
+        with self._transaction("resetting the index state", write=True) as conn:
+            return _articles.reset_index(conn, model, now)
+
+    def get_stories(self, story_ids: Sequence[str]) -> dict[str, Story]:
+        with self._transaction(f"reading {len(story_ids)} stories") as conn:
+            return _stories.get_many(conn, story_ids)
+
+    def list_stories(
+        self, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[Story]:
+        with self._transaction("listing stories") as conn:
+            return _stories.list_recent(conn, since, limit)
+
+    def story_articles(self, story_id: str) -> list[Article]:
+        with self._transaction(f"listing the articles of story {story_id!r}") as conn:
+            return _articles.story_articles(conn, story_id)
