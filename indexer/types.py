@@ -70,6 +70,7 @@ class SearchFilter:
     until: datetime | None = None
     story_id: str | None = None
     exclude_article_ids: tuple[str, ...] = ()
+    kinds: tuple[PassageKind, ...] = ()  # e.g. (LEAD,): compare articles by what they are about
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     arts.add_argument("--full", action="store_true", help="include the full text")
     arts.set_defaults(handler=cmd_articles)
 
+    search = sub.add_parser("search", help="semantic search over all coverage, any language")
+    search.add_argument("query")
+    search.add_argument("--lang", help="only these languages, e.g. de,uk")
+    search.add_argument("--source", action="append", help="only this feed (repeatable)")
+    search.add_argument("--since", help="e.g. 7d, 12h or 2026-11-01")
+    search.add_argument("--until", help="e.g. 2026-11-28 or 1d")
+    search.add_argument("--limit", type=int, default=10, help="at most N hits (default 10)")
+    search.add_argument("--by-story", action="store_true", help="fold hits into stories")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(handler=cmd_search)
+
+    reindex = sub.add_parser("reindex", help="re-embed stored articles with the configured model")
+    reindex.add_argument(
+        "--all", action="store_true", help="re-embed everything, not only other models' vectors"
+    )
+    reindex.set_defaults(handler=cmd_reindex)
+
     check = sub.add_parser("check-config", help="validate the configuration and show it")
     check.set_defaults(handler=cmd_check_config)
     return p
@@ -223,6 +240,97 @@ def article_row(a: Article, *, full: bool = False) -> dict[str, Any]:
     if full:
         row["text"] = a.text
     return row
+
+
+def cmd_search(args: argparse.Namespace, config: Any) -> int:
+    from monitor.api import search_filter
+    from monitor.remote import ServiceClient
+
+    if not 1 <= args.limit <= 100:
+        print("newsmon: --limit must be between 1 and 100", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        flt = search_filter(args.lang, args.source, args.since, args.until)
+    except ValueError as e:
+        print(f"newsmon: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    client = ServiceClient.from_config(config)
+    if client.running():
+        rows = client.search(
+            args.query, lang=args.lang, sources=args.source, since=args.since,
+            until=args.until, limit=args.limit, by_story=args.by_story,
+        )  # fmt: skip
+    else:
+        rows = _search_locally(config, args.query, flt, args.limit, args.by_story)
+    if args.json:
+        _print_json(rows)
+    elif args.by_story:
+        _print_story_hits(rows)
+    else:
+        _print_hits(rows)
+    return EXIT_OK
+
+
+def _search_locally(
+    config: Any, query: str, flt: Any, limit: int, by_story: bool
+) -> list[dict[str, Any]]:
+    from indexer.search import hit_json, story_hit_json
+    from monitor.service import open_searcher
+
+    with open_searcher(config) as searcher:
+        if by_story:
+            return [story_hit_json(h) for h in searcher.search_stories(query, filter=flt,
+                                                                       limit=limit)]  # fmt: skip
+        return [hit_json(h) for h in searcher.search(query, filter=flt, limit=limit)]
+
+
+def _print_hits(rows: list[dict[str, Any]], indent: str = "") -> None:
+    if not rows and not indent:
+        print("no matches")
+    for n, row in enumerate(rows, 1):
+        when = (row["published"] or "")[:16].replace("T", " ")
+        print(f"{indent}{n:>2}. {row['score']:.3f}  [{row['language']}] {row['source']} · {when}")
+        print(f"{indent}    {row['title']}")
+        print(f"{indent}    {row['url']}")
+        passage = " ".join(str(row["passage"]).split())
+        print(f"{indent}    > {passage[:300]}{'…' if len(passage) > 300 else ''}")
+
+
+def _print_story_hits(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no matches")
+    for row in rows:
+        story = row["story"]
+        if story:
+            print(f"■ {story['headline']}  ({story['article_count']} articles; "
+                  f"{', '.join(story['languages'])}; {len(story['sources'])} outlets; "
+                  f"{story['first_seen'][:10]} → {story['last_seen'][:10]})")  # fmt: skip
+        else:
+            print("■ (no story yet)")
+        _print_hits(row["articles"], indent="   ")
+        print()
+
+
+def cmd_reindex(args: argparse.Namespace, config: Any) -> int:
+    from monitor.remote import ServiceClient
+
+    client = ServiceClient.from_config(config)
+    if client.running():
+        reset = client.reindex(everything=args.all)
+        print(f"{reset} articles queued for re-embedding by the running service")
+        return EXIT_OK
+    from monitor.service import make_app
+
+    app = make_app(config)
+    model = None if args.all else app.indexer.embedder.model_id
+    reset = app.store.reset_index(model, utcnow())
+    progress_line = ProgressLine(sys.stderr)
+    app.progress.on_change = progress_line.update
+    summary = asyncio.run(_closing(app, app.index_pending()))
+    progress_line.done()
+    print(f"{reset} articles re-embedded with {app.indexer.embedder.model_id} "
+          f"({summary.articles_indexed} indexed)")  # fmt: skip
+    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace, config: Any) -> int:

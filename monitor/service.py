@@ -20,18 +20,26 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from indexer.store import collection_name
+from indexer.stories import StoryPolicy
+
+from indexer.index import Indexer, IndexReport
+from indexer.search import Searcher
 from monitor.errors import StorageError
 from monitor.pipeline import ArticleReport, Pipeline, PollReport
 from monitor.schedule import SchedulePolicy, first_poll_at
 from monitor.types import ArticleStatus, utcnow
 
 if TYPE_CHECKING:
-    from monitor.config import Config, FeedConfig
+    from indexer.embed import Embedder
+    from indexer.store import VectorStore
+
+    from monitor.config import Config, EmbedderConfig, FeedConfig
     from monitor.fetch import Fetcher
     from monitor.pages import PageProcessor
     from monitor.state import StateStore
@@ -57,6 +65,9 @@ class RunSummary:
     articles_duplicate: int = 0
     articles_failed: int = 0
     articles_pending: int = 0
+    articles_indexed: int = 0
+    near_duplicates: int = 0
+    stories_new: int = 0
 
 
 @dataclass
@@ -81,12 +92,18 @@ class App:
     fetcher: Fetcher
     pages: PageProcessor
     pipeline: Pipeline
+    indexer: Indexer
+    searcher: Searcher
     progress: Progress = field(default_factory=Progress)
 
     def __post_init__(self) -> None:
         self._queue: asyncio.Queue[tuple[str, bool]] | None = None
         self._queued: set[str] = set()
         self._reports: list[ArticleReport] = []
+        self._index_queue: asyncio.Queue[str] | None = None
+        self._index_queued: set[str] = set()
+        self._index_reports: list[IndexReport] = []
+        self._api_server: Any = None
         self.scheduler: Any = None  # the running AsyncIOScheduler (run_forever), for inspection
 
     # -- shared plumbing
@@ -111,6 +128,8 @@ class App:
             try:
                 report = await self.pipeline.process_article(aid, last_chance=last_chance)
                 self._reports.append(report)
+                if report.outcome == "fetched":
+                    self._enqueue_index([aid])
             except StorageError as e:
                 log.error("article %s: state store error, will resume later: %s", aid, e)
             finally:
@@ -122,27 +141,84 @@ class App:
     def _enqueue_due(self) -> None:
         due = self.store.due_articles(utcnow(), DUE_BATCH)
         self._enqueue([a.id for a in due])
+        self._enqueue_index([a.id for a in self.store.due_for_indexing(DUE_BATCH)])
+
+    # -- indexing: one worker, since embedding uses every core by itself
+
+    def _enqueue_index(self, article_ids: list[str]) -> None:
+        if self._index_queue is None:
+            return
+        for aid in article_ids:
+            if aid not in self._index_queued:
+                self._index_queued.add(aid)
+                self._index_queue.put_nowait(aid)
+
+    async def _index_worker(self) -> None:
+        assert self._index_queue is not None
+        while True:
+            aid = await self._index_queue.get()
+            try:
+                await self._index_one(aid)
+            finally:
+                self._index_queued.discard(aid)
+                self._index_queue.task_done()
+
+    async def _index_one(self, article_id: str) -> None:
+        article = self.store.get_article(article_id)
+        if article is None or article.status is not ArticleStatus.FETCHED:
+            return
+        try:
+            report = await asyncio.to_thread(self.indexer.index_article, article)
+        except Exception:  # it stays `fetched`: the next sweep retries; the service goes on
+            log.exception("article %s (%s): indexing failed", article.id, article.url)
+            return
+        self._index_reports.append(report)
+
+    async def index_pending(self) -> RunSummary:
+        """Index every fetched article (``newsmon reindex`` without a running service)."""
+        workers = self._start_workers()
+        try:
+            assert self._index_queue is not None
+            tried: set[str] = set()  # an article that fails stays due: try it once per run
+            while batch := [a.id for a in self.store.due_for_indexing(DUE_BATCH)
+                            if a.id not in tried]:  # fmt: skip
+                tried.update(batch)
+                self._enqueue_index(batch)
+                self.progress.articles_queued += len(batch)
+                await self._index_queue.join()
+                self.progress.articles_done += len(batch)
+                self.progress.changed()
+        finally:
+            await _cancel(workers)
+        return self._summary([])
+
+    def _start_workers(self) -> list[asyncio.Task[None]]:
+        self._queue = asyncio.Queue()
+        self._index_queue = asyncio.Queue()
+        workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
+        workers.append(asyncio.create_task(self._index_worker()))
+        return workers
 
     # -- run --once
 
     async def run_once(self) -> RunSummary:
         """Poll every feed once and process everything new (and everything left pending)."""
         self.sync_feeds()
-        self._queue = asyncio.Queue()
-        workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
+        workers = self._start_workers()
         try:
             self._enqueue_due()  # resume what an interrupted run left behind
             polls = await self._poll_all()
+            assert self._queue is not None
+            assert self._index_queue is not None
             await self._queue.join()
             # transient page failures get one more immediate try, then the feed text: a
             # one-shot run finishes its articles instead of leaving them for a later run
             retry = [r.article_id for r in self._reports if r.outcome == "retry"]
             self._enqueue(retry, last_chance=True)
             await self._queue.join()
+            await self._index_queue.join()
         finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await _cancel(workers)
         return self._summary(polls)
 
     async def _poll_all(self) -> list[PollReport]:
@@ -174,20 +250,27 @@ class App:
             articles_duplicate=outcomes.count("duplicate"),
             articles_failed=outcomes.count("failed"),
             articles_pending=self.store.count_articles(ArticleStatus.PENDING),
+            articles_indexed=len(self._index_reports),
+            near_duplicates=sum(
+                1 for r in self._index_reports if r.outcome in ("near-duplicate", "copy")
+            ),
+            stories_new=sum(1 for r in self._index_reports if r.outcome == "new-story"),
         )
 
     # -- the service
 
-    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
-        """Run the scheduler until ``stop`` is set (or SIGINT/SIGTERM)."""
+    async def run_forever(
+        self, stop: asyncio.Event | None = None, *, serve_api: bool = True
+    ) -> None:
+        """Run the scheduler (and the local HTTP API) until ``stop`` is set or SIGINT/SIGTERM."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         stop = stop or asyncio.Event()
         _install_signal_handlers(stop)
         self.sync_feeds()
-        self._queue = asyncio.Queue()
         scheduler = AsyncIOScheduler(timezone=UTC)
-        workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
+        workers = self._start_workers()
+        api = asyncio.create_task(self._serve_api()) if serve_api else None
         now = utcnow()
         # overdue feeds start spread over up to a minute, not all in the same second
         spread = min(60.0, 0.5 * len(self.config.feeds))
@@ -207,9 +290,23 @@ class App:
             await stop.wait()
         finally:
             scheduler.shutdown(wait=False)
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            if self._api_server is not None:
+                self._api_server.should_exit = True  # finish open requests, then close
+            if api is not None:
+                await asyncio.gather(api, return_exceptions=True)
+            await _cancel(workers)
+
+    async def _serve_api(self) -> None:
+        """The local HTTP API in this process: the embedded vector store admits one process,
+        so CLI commands reach it through here while the service runs."""
+        from monitor.api import ApiServer, create_api
+
+        api = self.config.api
+        self._api_server = server = ApiServer(create_api(self), host=api.host, port=api.port)
+        await server.serve()
+        if not server.started:
+            log.error("HTTP API could not listen on %s:%s; the service goes on without it",
+                      api.host, api.port)  # fmt: skip
 
     def _schedule_poll(self, scheduler: Any, feed: FeedConfig, at: datetime) -> None:
         # a one-shot job per poll, re-added with the time the pure schedule chose; the job id
@@ -233,7 +330,14 @@ class App:
     async def aclose(self) -> None:
         await self.fetcher.aclose()
         self.pages.close()
+        self.indexer.vectors.close()
         self.store.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -270,6 +374,8 @@ def make_app(
     store: StateStore | None = None,
     fetcher: Fetcher | None = None,
     pages: PageProcessor | None = None,
+    vectors: VectorStore | None = None,
+    embedder: Embedder | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> App:
     """Build the app from config; any part can be replaced (tests, benchmarks)."""
@@ -290,4 +396,50 @@ def make_app(
         max_attempts=config.extract.max_attempts,
         clock=clock,
     )
-    return App(config=config, store=store, fetcher=fetcher, pages=pages, pipeline=pipeline)
+    embedder = embedder or make_embedder(config.embedder)
+    vectors = vectors or make_vector_store(config)
+    collection = collection_name(config.qdrant.collection, embedder.model_id)
+    indexer = Indexer(store=store, vectors=vectors, embedder=embedder, collection=collection,
+                      policy=StoryPolicy(), clock=clock)  # fmt: skip
+    searcher = Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store)
+    return App(config=config, store=store, fetcher=fetcher, pages=pages, pipeline=pipeline,
+               indexer=indexer, searcher=searcher)  # fmt: skip
+
+
+@contextlib.contextmanager
+def open_searcher(config: Config) -> Iterator[Searcher]:
+    """Search without a running service: the state and vector stores opened directly."""
+    from monitor.state import open_state_store
+
+    store = open_state_store(state_url(config))
+    try:
+        embedder = make_embedder(config.embedder)
+        vectors = make_vector_store(config)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        collection = collection_name(config.qdrant.collection, embedder.model_id)
+        vectors.ensure_collection(collection, embedder.dim)
+        yield Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store)
+    finally:
+        vectors.close()
+        store.close()
+
+
+def make_embedder(config: EmbedderConfig) -> Embedder:
+    from indexer.embed import make_embedder as build
+
+    return build(config.backend, config.model, config.device, config.batch_size)
+
+
+def make_vector_store(config: Config) -> VectorStore:
+    """Qdrant server when ``qdrant.url`` is set, else the embedded store under data_dir."""
+    if config.qdrant.url:
+        from indexer.qdrant_server import ServerVectorStore
+
+        key = config.qdrant.api_key.get_secret_value() if config.qdrant.api_key else None
+        return ServerVectorStore(str(config.qdrant.url), api_key=key)
+    from indexer.qdrant_edge import EdgeVectorStore
+
+    return EdgeVectorStore(config.data_dir / "vectors")

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from indexer.embed import HashEmbedder
 from monitor.config import load_config
 from monitor.fetch import HttpFetcher
 from monitor.service import make_app
+from monitor.state import open_state_store, sqlite_url
 from monitor.types import ArticleStatus, TextSource
 from tests.conftest import corpus_path
 from tests.support.httpserver import LocalServer, Response
@@ -49,7 +51,7 @@ def test_every_corpus_feed_parses_or_is_recorded_and_none_stops_the_run(
         feeds[f"{i:03d} {path.parent.name}/{path.name}"[:80]] = (url, "en")  # fmt: skip
     config = load_config(write_config(tmp_path, feeds, fetch={"timeout": "3s"}))
     fetcher = HttpFetcher.from_config(config.fetch, transport=LoopbackOnlyTransport())
-    app = make_app(config, fetcher=fetcher)
+    app = make_app(config, fetcher=fetcher, embedder=HashEmbedder())
 
     async def once():  # type: ignore[no-untyped-def]
         try:
@@ -59,7 +61,7 @@ def test_every_corpus_feed_parses_or_is_recorded_and_none_stops_the_run(
 
     summary = asyncio.run(once())
 
-    store = make_app(config).store
+    store = open_state_store(sqlite_url(config.data_dir))
     states = {f.name: f for f in store.list_feeds()}
     articles = store.list_articles()
     store.close()
@@ -77,7 +79,7 @@ def test_every_corpus_feed_parses_or_is_recorded_and_none_stops_the_run(
         assert state.last_status == 200
     assert len(articles) > 500
     assert not [a for a in articles if a.status is ArticleStatus.PENDING]
-    stored = [a for a in articles if a.status is ArticleStatus.FETCHED]
+    stored = [a for a in articles if a.status is ArticleStatus.INDEXED]
     assert all(a.text_source is TextSource.FEED for a in stored)
     reasons = {(a.last_error or "").split(":")[0] for a in stored}
     assert reasons <= {"page fetch failed", "entry has no link", "page refused", "page not fetched"}

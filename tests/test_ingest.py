@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer.embed import HashEmbedder
 from monitor.cli import main
 from monitor.config import load_config
 from monitor.service import App, make_app
@@ -24,7 +25,8 @@ from tests.support.newsfixtures import (
 
 
 def _app(config_path: Path) -> App:
-    return make_app(load_config(config_path))
+    # the hash embedder keeps these ingest tests fast; indexing quality is tested elsewhere
+    return make_app(load_config(config_path), embedder=HashEmbedder())
 
 
 def _run_once(config_path: Path):  # type: ignore[no-untyped-def]
@@ -62,7 +64,7 @@ def test_run_once_stores_every_article_with_page_text_and_language(
     assert summary.articles_new == len(expected) == len(articles)
     for url, fixture in expected.items():
         stored = articles[url]
-        assert stored.status is ArticleStatus.FETCHED
+        assert stored.status is ArticleStatus.INDEXED
         assert stored.text_source is TextSource.PAGE, stored.last_error
         assert stored.language == fixture.language
         assert stored.text
@@ -128,7 +130,7 @@ def test_changed_entry_is_an_update_of_the_same_article(
     assert len(articles) == len(fixture_articles())
     updated = articles[http_server.url("/news/2026/11/28/abu-dabi/")]
     assert updated.version == 2
-    assert updated.status is ArticleStatus.FETCHED
+    assert updated.status is ArticleStatus.INDEXED
     assert http_server.hits("/news/2026/11/28/abu-dabi/") == 2  # processed again
     assert http_server.hits("/news/2026/11/28/garantii-bezpeky/") == 1
 
@@ -179,7 +181,7 @@ def test_blocked_page_falls_back_to_feed_text(http_server: LocalServer, tmp_path
     _run_once(write_config(tmp_path, site_feeds(urls)))
     articles, _ = _articles(tmp_path)
     article = articles[http_server.url(blocked)]
-    assert article.status is ArticleStatus.FETCHED
+    assert article.status is ArticleStatus.INDEXED
     assert article.text_source is TextSource.FEED
     assert "pull its troops out" in (article.text or "")
     assert "403" in (article.last_error or "")
@@ -208,7 +210,7 @@ def test_interrupted_run_resumes_pending_articles_without_refetching_feeds(
     urls = serve_site(http_server)
     config_path = write_config(tmp_path, site_feeds(urls))
     config = load_config(config_path)
-    app = make_app(config)
+    app = make_app(config, embedder=HashEmbedder())
 
     async def poll_only() -> None:  # the "crash": entries stored, pages never processed
         app.sync_feeds()
@@ -224,7 +226,7 @@ def test_interrupted_run_resumes_pending_articles_without_refetching_feeds(
     summary, _ = _run_once(config_path)
 
     articles, _ = _articles(tmp_path)
-    assert {a.status for a in articles.values()} == {ArticleStatus.FETCHED}
+    assert {a.status for a in articles.values()} == {ArticleStatus.INDEXED}
     assert summary.articles_new == 0
     assert summary.articles_fetched == len(articles)
     later = http_server.requests[hits_before:]

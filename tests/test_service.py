@@ -1,61 +1,96 @@
-"""The long-running service: APScheduler jobs per feed, the article workers and the real
-extraction process pool, against the local fixture site."""
+"""The long-running service: APScheduler jobs per feed, the article and index workers, the real
+extraction process pool, and the local HTTP API that CLI commands use while it runs."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
+
+from indexer.embed import HashEmbedder
+from monitor.cli import main
 from monitor.config import load_config
-from monitor.service import make_app
+from monitor.service import App, make_app
+from monitor.state import open_state_store, sqlite_url
 from monitor.types import ArticleStatus, TextSource
 from tests.support.httpserver import LocalServer, Response
 from tests.support.newsfixtures import fixture_articles, serve_site, site_feeds, write_config
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _until(app: App, expected: int, feeds: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        indexed = app.store.count_articles(ArticleStatus.INDEXED)
+        polled = [f for f in app.store.list_feeds() if f.last_polled_at]
+        if indexed == expected and len(polled) == feeds:
+            return
+
+
 def test_service_polls_each_feed_once_processes_articles_and_reschedules(
-    http_server: LocalServer, tmp_path: Path
+    http_server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     urls = serve_site(http_server)
     feeds = site_feeds(urls)
     feeds["Broken"] = (http_server.route("/broken.rss", Response(b"no", status=503,
                                                                  headers={"Retry-After": "600"})),
                        "en")  # fmt: skip
-    config = load_config(write_config(tmp_path, feeds, extract={"processes": 2}))
-    app = make_app(config)
+    port = free_port()
+    config_path = write_config(tmp_path, feeds, extract={"processes": 2}, api={"port": port})
+    config = load_config(config_path)
+    app = make_app(config, embedder=HashEmbedder())
     expected = len(fixture_articles())
+    seen: dict[str, Any] = {}
 
-    async def scenario() -> dict[str, datetime | None]:
+    async def scenario() -> None:
         stop = asyncio.Event()
         service = asyncio.create_task(app.run_forever(stop))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            fetched = app.store.count_articles(ArticleStatus.FETCHED)
-            polled = [f for f in app.store.list_feeds() if f.last_polled_at]
-            if fetched == expected and len(polled) == len(feeds):
-                break
-        jobs = {job.id: job.next_run_time for job in app.scheduler.get_jobs()}
+        await _until(app, expected, len(feeds))
+        seen["jobs"] = {job.id: job.next_run_time for job in app.scheduler.get_jobs()}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            seen["health"] = (await client.get("/health")).json()
+            found = await client.get("/search", params={"q": "Abu Dhabi", "lang": "de"})
+            seen["search"] = found.json()
+            seen["bad"] = (
+                await client.get("/search", params={"q": "x", "limit": 1000})
+            ).status_code
+        # the CLI finds the running service and searches through it (the embedded store is
+        # locked by the service, so opening it directly would fail)
+        seen["cli"] = await asyncio.to_thread(
+            main, ["--config", str(config_path), "search", "Abu Dhabi", "--json"]
+        )
         stop.set()
         await service
         await app.aclose()
-        return jobs
 
-    jobs = asyncio.run(scenario())
+    asyncio.run(scenario())
 
-    store = make_app(config).store
+    store = open_state_store(sqlite_url(config.data_dir))
     states = {f.name: f for f in store.list_feeds()}
     articles = store.list_articles()
     store.close()
     assert len(articles) == expected
-    assert all(a.status is ArticleStatus.FETCHED for a in articles)
+    assert all(a.status is ArticleStatus.INDEXED for a in articles)
     assert all(a.text_source is TextSource.PAGE for a in articles)
+    assert all(a.story_id for a in articles)
     for path in ("/feeds/de.rss", "/feeds/en.atom", "/feeds/ru.rss", "/feeds/uk.rdf"):
         assert http_server.hits(path) == 1
     now = datetime.now(UTC)
     # every feed, the broken one too, has exactly one pending job at its stored next poll time
+    jobs = seen["jobs"]
     assert set(jobs) == {f"feed:{name}" for name in feeds} | {"due-articles"}
     for name, state in states.items():
         assert state.next_poll_at is not None
@@ -65,3 +100,12 @@ def test_service_polls_each_feed_once_processes_articles_and_reschedules(
     assert "HTTP 503" in (broken.last_error or "")
     assert broken.next_poll_at is not None
     assert (broken.next_poll_at - now).total_seconds() > 590  # Retry-After honoured
+    # the API answered while the service ran
+    assert seen["health"]["status"] == "ok"
+    assert seen["search"]
+    assert {hit["language"] for hit in seen["search"]} == {"de"}
+    assert seen["bad"] == 422
+    assert seen["cli"] == 0
+    cli_hits = json.loads(capsys.readouterr().out)
+    assert {"url", "title", "language", "source", "published", "score", "passage",
+            "story_id"} <= cli_hits[0].keys()  # fmt: skip

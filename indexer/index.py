@@ -1,0 +1,294 @@
+"""The indexing stage: fetched article -> passages -> vectors -> near-duplicate / story -> indexed.
+
+Cost first: embedding is the most expensive step of the whole pipeline, so an article is not
+embedded when that would add nothing:
+
+* an exact copy (same text hash as an indexed original: a syndicated wire story) joins the
+  original's story as a near-duplicate without vectors of its own;
+* an update whose passages are unchanged (only the feed title or metadata changed) keeps its
+  vectors; only their payload is rewritten;
+* a near-duplicate by meaning (same language, lead cosine above the policy's threshold: the
+  same article with an edited headline) is recorded as such, and its vectors are not stored.
+
+The decisions are pure (``indexer.stories``, ``indexer.passages``); this module sequences the
+I/O. Vectors are written before the state says ``indexed``: a crash in between re-runs the
+article, and deterministic point ids make the re-run overwrite instead of duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from indexer.passages import split_passages
+from indexer.stories import (
+    JoinStory,
+    NearDuplicate,
+    Neighbour,
+    NewStory,
+    StoryPolicy,
+    decide,
+    grow_story,
+    new_story,
+    story_id_for,
+)
+from indexer.types import (
+    Passage,
+    PassageKind,
+    PassagePayload,
+    Point,
+    SearchFilter,
+    Story,
+    Vector,
+    point_id,
+)
+from monitor.types import Article, utcnow
+
+if TYPE_CHECKING:
+    from indexer.embed import Embedder
+    from indexer.store import VectorStore
+    from monitor.state import StateStore
+
+log = logging.getLogger("newsmon.indexer")
+
+#: how many earlier leads to compare a new article with when deciding its story
+NEIGHBOURS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class IndexReport:
+    article_id: str
+    outcome: str  # new-story | joined | near-duplicate | copy | unchanged | kept-story | empty
+    story_id: str | None
+    passages: int = 0
+    embedded: int = 0
+    detail: str | None = None
+
+
+@dataclass
+class Indexer:
+    store: StateStore
+    vectors: VectorStore
+    embedder: Embedder
+    collection: str
+    policy: StoryPolicy
+    passage_tokens: int = 256
+    clock: Callable[[], datetime] = utcnow
+
+    def __post_init__(self) -> None:
+        self._collection_ready = False
+
+    def ensure_collection(self) -> None:
+        if not self._collection_ready:
+            self.vectors.ensure_collection(self.collection, self.embedder.dim)
+            self._collection_ready = True
+
+    # -- the stage
+
+    def index_article(self, article: Article) -> IndexReport:
+        """Index one fetched article (blocking: call it from a worker thread)."""
+        self.ensure_collection()
+        now = self.clock()
+        copy_of = self._exact_copy_of(article)
+        if copy_of is not None:
+            return self._record_copy(article, copy_of, now)
+        passages = split_passages(
+            article.title, article.text or "", count_tokens=self.embedder.count_tokens,
+            max_tokens=self.passage_tokens,
+        )  # fmt: skip
+        if not passages:
+            self.store.mark_indexed(article.id, model=self.embedder.model_id, story=None,
+                                    near_duplicate_of=None, now=now)  # fmt: skip
+            return IndexReport(article.id, "empty", None)
+        unchanged = self._stored_vectors_if_unchanged(article, passages)
+        if unchanged is not None:
+            return self._rewrite_payloads(article, passages, unchanged, now)
+        vectors = self.embedder.embed_documents([p.text for p in passages])
+        return self._place(article, passages, list(vectors), now, embedded=len(passages))
+
+    def _exact_copy_of(self, article: Article) -> Article | None:
+        if not article.text_hash or article.story_id:
+            return None
+        return self.store.find_indexed_by_text_hash(article.text_hash, exclude_id=article.id)
+
+    def _record_copy(self, article: Article, original: Article, now: datetime) -> IndexReport:
+        story = self._grow(original.story_id, article, now)
+        self.store.mark_indexed(article.id, model=self.embedder.model_id, story=story,
+                                near_duplicate_of=original.id, now=now)  # fmt: skip
+        return IndexReport(article.id, "copy", story.id if story else None, detail=original.id)
+
+    def _stored_vectors_if_unchanged(
+        self, article: Article, passages: Sequence[Passage]
+    ) -> list[Vector] | None:
+        """The article's stored vectors, when its passages are exactly the ones stored."""
+        if article.index_model != self.embedder.model_id:
+            return None
+        stored = self.vectors.article_points(self.collection, article.id, with_vectors=True)
+        by_index = {payload.passage_index: (payload, vector) for payload, vector in stored}
+        if len(by_index) != len(passages):
+            return None
+        vectors: list[Vector] = []
+        for passage in passages:
+            payload, vector = by_index.get(passage.index, (None, None))
+            if payload is None or vector is None or payload.text != passage.text:
+                return None
+            vectors.append(vector)
+        return vectors
+
+    def _rewrite_payloads(
+        self, article: Article, passages: Sequence[Passage], vectors: list[Vector], now: datetime
+    ) -> IndexReport:
+        story = self._grow(article.story_id, article, now) if article.story_id else None
+        self._write_points(article, passages, vectors, story.id if story else None)
+        self.store.mark_indexed(article.id, model=self.embedder.model_id, story=story,
+                                near_duplicate_of=article.near_duplicate_of, now=now)  # fmt: skip
+        return IndexReport(article.id, "unchanged", story.id if story else None, len(passages))
+
+    def _place(
+        self,
+        article: Article,
+        passages: Sequence[Passage],
+        vectors: list[Vector],
+        now: datetime,
+        *,
+        embedded: int,
+    ) -> IndexReport:
+        if article.story_id:  # re-indexing (new model, changed text): the story stays
+            story = self._grow(article.story_id, article, now, count=False)
+            self._write_points(article, passages, vectors, article.story_id)
+            self._mark(article, story, None, now)
+            return IndexReport(article.id, "kept-story", article.story_id, len(passages), embedded)
+        decision = decide(
+            article.language or article.feed_language, _published(article),
+            self._neighbours(article, vectors[0]), self.policy, now,
+        )  # fmt: skip
+        if isinstance(decision, NearDuplicate):
+            story = self._grow(decision.story_id, article, now)
+            self.vectors.delete_articles(self.collection, [article.id])
+            self._mark(article, story, decision.of_article_id, now)
+            return IndexReport(article.id, "near-duplicate", story.id if story else None,
+                               len(passages), embedded, f"{decision.of_article_id} "
+                               f"({decision.score:.3f})")  # fmt: skip
+        if isinstance(decision, JoinStory):
+            story = self._grow(decision.story_id, article, now)
+            outcome = "joined"
+        else:
+            assert isinstance(decision, NewStory)
+            story = self._found_story(article, now)
+            outcome = "new-story"
+        story_id = story.id if story else None
+        self._write_points(article, passages, vectors, story_id)
+        self._mark(article, story, None, now)
+        return IndexReport(article.id, outcome, story_id, len(passages), embedded)
+
+    # -- helpers
+
+    def _neighbours(self, article: Article, lead: Vector) -> list[Neighbour]:
+        """Recent articles whose lead is closest to this one's (the story candidates)."""
+        published = _published(article)
+        window = self.policy.window
+        hits = self.vectors.search(
+            self.collection,
+            lead,
+            filter=SearchFilter(
+                kinds=(PassageKind.LEAD,),
+                since=published - window,
+                until=published + window,
+                exclude_article_ids=(article.id,),
+            ),
+            limit=NEIGHBOURS,
+        )
+        story_ids = [h.payload.story_id for h in hits if h.payload.story_id]
+        stories = self.store.get_stories(story_ids) if story_ids else {}
+        return [
+            Neighbour(
+                article_id=h.payload.article_id,
+                story_id=h.payload.story_id,
+                score=h.score,
+                language=h.payload.language,
+                source=h.payload.source,
+                published_at=h.payload.published_at,
+                story_started=_first_seen(stories, h.payload.story_id),
+            )
+            for h in hits
+        ]
+
+    def _grow(
+        self, story_id: str | None, article: Article, now: datetime, *, count: bool = True
+    ) -> Story | None:
+        if story_id is None:
+            return None
+        story = self.store.get_stories([story_id]).get(story_id)
+        if story is None:
+            return self._found_story(article, now, story_id)
+        if not count:
+            return story
+        return grow_story(
+            story,
+            headline_candidate=article.title,
+            language=article.language or article.feed_language,
+            source=article.feed,
+            published_at=_published(article),
+            now=now,
+            policy=self.policy,
+        )
+
+    def _found_story(self, article: Article, now: datetime, story_id: str | None = None) -> Story:
+        return new_story(
+            story_id or story_id_for(article.id),
+            article_id=article.id,
+            headline=article.title,
+            language=article.language or article.feed_language,
+            source=article.feed,
+            published_at=_published(article),
+            now=now,
+        )
+
+    def _write_points(
+        self,
+        article: Article,
+        passages: Sequence[Passage],
+        vectors: Sequence[Vector],
+        story_id: str | None,
+    ) -> None:
+        points = [
+            Point(
+                id=point_id(article.canonical_url or article.id, p.index),
+                vector=v,
+                payload=PassagePayload(
+                    article_id=article.id,
+                    passage_index=p.index,
+                    kind=p.kind,
+                    text=p.text,
+                    url=article.canonical_url or article.url,
+                    title=article.title,
+                    language=article.language or article.feed_language,
+                    source=article.feed,
+                    published_at=_published(article),
+                    story_id=story_id,
+                ),
+            )
+            for p, v in zip(passages, vectors, strict=True)
+        ]
+        # an updated article may have fewer passages now: drop the old ones first
+        self.vectors.delete_articles(self.collection, [article.id])
+        self.vectors.upsert(self.collection, points)
+
+    def _mark(
+        self, article: Article, story: Story | None, near_duplicate_of: str | None, now: datetime
+    ) -> None:
+        self.store.mark_indexed(article.id, model=self.embedder.model_id, story=story,
+                                near_duplicate_of=near_duplicate_of, now=now)  # fmt: skip
+
+
+def _first_seen(stories: dict[str, Story], story_id: str | None) -> datetime | None:
+    story = stories.get(story_id) if story_id else None
+    return story.first_seen if story else None
+
+
+def _published(article: Article) -> datetime:
+    """The article's time for windows and filters: published, else when we discovered it."""
+    return article.published_at or article.discovered_at

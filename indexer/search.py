@@ -1,0 +1,157 @@
+"""Semantic search over all coverage: a query in any language, one hit per article.
+
+The vector store ranks passages; an article is represented by its best passage (so a hit can
+show the sentence that matters), and ``--by-story`` folds the articles of one story together.
+Hybrid retrieval (sparse / BM25 fused with dense) was measured in ``bench/quality.py``; see the
+README for why it is or is not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from indexer.types import ScoredPoint, SearchFilter, SearchHit, Story, StoryHit
+from monitor.types import as_utc
+
+if TYPE_CHECKING:
+    from indexer.embed import Embedder
+    from indexer.store import VectorStore
+    from monitor.state import StateStore
+
+#: passages fetched per wanted article: several passages of one article crowd the top
+OVERSAMPLE = 5
+MAX_PASSAGES = 1000
+MAX_QUERY_CHARS = 2000
+
+
+@dataclass
+class Searcher:
+    vectors: VectorStore
+    embedder: Embedder
+    collection: str
+    store: StateStore
+
+    def search(
+        self, query: str, *, filter: SearchFilter | None = None, limit: int = 10
+    ) -> list[SearchHit]:
+        """The ``limit`` best articles for ``query`` (best first), each with its best passage."""
+        query = query.strip()[:MAX_QUERY_CHARS]
+        if not query or limit <= 0:
+            return []
+        vector = self.embedder.embed_queries([query])[0]
+        wanted = limit * OVERSAMPLE
+        while True:
+            points = self.vectors.search(self.collection, vector, filter=filter or SearchFilter(),
+                                         limit=wanted)  # fmt: skip
+            hits = best_per_article(points)
+            if len(hits) >= limit or len(points) < wanted or wanted >= MAX_PASSAGES:
+                return hits[:limit]
+            wanted = min(MAX_PASSAGES, wanted * 4)
+
+    def search_stories(
+        self, query: str, *, filter: SearchFilter | None = None, limit: int = 10
+    ) -> list[StoryHit]:
+        """Hits folded into stories, best story first; an article without story stands alone."""
+        hits = self.search(query, filter=filter, limit=limit * OVERSAMPLE)
+        story_ids = [h.story_id for h in hits if h.story_id]
+        stories = self.store.get_stories(story_ids) if story_ids else {}
+        return group_by_story(hits, stories, limit)
+
+
+def best_per_article(points: Sequence[ScoredPoint]) -> list[SearchHit]:
+    """One hit per article: its best-scoring passage; best first (pure)."""
+    best: dict[str, ScoredPoint] = {}
+    for point in points:
+        current = best.get(point.payload.article_id)
+        if current is None or point.score > current.score:
+            best[point.payload.article_id] = point
+    ranked = sorted(best.values(), key=lambda p: (-p.score, p.payload.article_id))
+    return [_hit(p) for p in ranked]
+
+
+def _hit(point: ScoredPoint) -> SearchHit:
+    p = point.payload
+    return SearchHit(
+        article_id=p.article_id,
+        score=point.score,
+        url=p.url,
+        title=p.title,
+        language=p.language,
+        source=p.source,
+        published_at=p.published_at,
+        passage=p.text,
+        passage_index=p.passage_index,
+        story_id=p.story_id,
+    )
+
+
+def group_by_story(
+    hits: Sequence[SearchHit], stories: Mapping[str, Story], limit: int
+) -> list[StoryHit]:
+    """Fold article hits into stories, keeping the order of each story's best hit (pure)."""
+    groups: dict[str, list[SearchHit]] = {}
+    for hit in hits:
+        groups.setdefault(hit.story_id or f"article:{hit.article_id}", []).append(hit)
+    folded = []
+    for key, members in groups.items():
+        story = stories.get(key)
+        folded.append(StoryHit(story=story, score=members[0].score, hits=tuple(members)))
+    return folded[:limit]
+
+
+# -- the result schema shared by the CLI (--json) and the HTTP API ----------
+
+
+def hit_json(hit: SearchHit) -> dict[str, object]:
+    return {
+        "url": hit.url,
+        "title": hit.title,
+        "language": hit.language,
+        "source": hit.source,
+        "published": hit.published_at.isoformat(timespec="seconds"),
+        "score": round(hit.score, 4),
+        "passage": hit.passage,
+        "passage_index": hit.passage_index,
+        "story_id": hit.story_id,
+        "article_id": hit.article_id,
+    }
+
+
+def story_json(story: Story) -> dict[str, object]:
+    return {
+        "id": story.id,
+        "headline": story.headline,
+        "first_seen": story.first_seen.isoformat(timespec="seconds"),
+        "last_seen": story.last_seen.isoformat(timespec="seconds"),
+        "article_count": story.article_count,
+        "languages": list(story.languages),
+        "sources": list(story.sources),
+    }
+
+
+def story_hit_json(hit: StoryHit) -> dict[str, object]:
+    return {
+        "story": story_json(hit.story) if hit.story else None,
+        "score": round(hit.score, 4),
+        "articles": [hit_json(h) for h in hit.hits],
+    }
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """A time bound from the user: a duration back from now (``7d``, ``12h``) or an ISO date or
+    datetime (``2026-11-01``, ``2026-11-01T08:00+01:00``; naive means UTC)."""
+    from monitor.config import parse_duration
+
+    text = text.strip()
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ValueError(f"not a duration (7d, 12h) or ISO date (2026-11-01): {text!r}") from e
+    return as_utc(value)
