@@ -110,12 +110,20 @@ class Indexer:
         return self._place(article, passages, list(vectors), now, embedded=len(passages))
 
     def _exact_copy_of(self, article: Article) -> Article | None:
-        if not article.text_hash or article.story_id:
+        """The original this article repeats: as decided before (re-indexing keeps the
+        verdict), or an indexed article with exactly the same text."""
+        if article.near_duplicate_of:
+            return self.store.get_article(article.near_duplicate_of)
+        if not article.text_hash:
             return None
         return self.store.find_indexed_by_text_hash(article.text_hash, exclude_id=article.id)
 
     def _record_copy(self, article: Article, original: Article, now: datetime) -> IndexReport:
-        story = self._grow(original.story_id, article, now)
+        if article.story_id:  # re-indexing: the copy is already counted in its story
+            story = self._grow(article.story_id, article, now, count=False)
+        else:
+            story = self._grow(original.story_id, article, now)
+        self.vectors.delete_articles(self.collection, [article.id])
         self.store.mark_indexed(article.id, model=self.embedder.model_id, story=story,
                                 near_duplicate_of=original.id, now=now)  # fmt: skip
         return IndexReport(article.id, "copy", story.id if story else None, detail=original.id)
@@ -141,7 +149,7 @@ class Indexer:
     def _rewrite_payloads(
         self, article: Article, passages: Sequence[Passage], vectors: list[Vector], now: datetime
     ) -> IndexReport:
-        story = self._grow(article.story_id, article, now) if article.story_id else None
+        story = self._grow(article.story_id, article, now, count=False)
         self._write_points(article, passages, vectors, story.id if story else None)
         self.store.mark_indexed(article.id, model=self.embedder.model_id, story=story,
                                 near_duplicate_of=article.near_duplicate_of, now=now)  # fmt: skip

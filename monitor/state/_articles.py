@@ -131,6 +131,8 @@ def _changed_article(draft: ArticleDraft, now: datetime) -> dict[str, Any]:
         "next_attempt_at": None,
         "last_error": None,
         "duplicate_of": None,
+        # a changed text may no longer repeat the article it was a copy of: decide again
+        "near_duplicate_of": None,
         "updated_at": now,
     }
 
