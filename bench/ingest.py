@@ -1,6 +1,7 @@
-"""End-to-end ingest benchmark: poll + fetch + extract + identify language + store.
+"""End-to-end benchmark: poll + fetch + extract + identify language + store (+ embed + index).
 
-    .venv/bin/python bench/ingest.py                       # 200 feeds x 20 items (4,000 articles)
+    .venv/bin/python bench/ingest.py                       # ingest: 200 feeds x 20 items
+    .venv/bin/python bench/ingest.py --index --feeds 20 --items 10   # the whole pipeline
     .venv/bin/python bench/ingest.py --feeds 50 --items 10 --processes 2
 
 A local HTTP server (a separate process, on 127.0.0.1) serves the feeds and, as article pages,
@@ -123,7 +124,7 @@ def write_config(tmp: Path, port: int, feeds: int, processes: int) -> Path:
     return path
 
 
-async def run(config_path: Path) -> tuple[object, float]:
+async def run(config_path: Path, index: bool) -> tuple[object, float]:
     from monitor.config import load_config
     from monitor.service import make_app
 
@@ -132,7 +133,7 @@ async def run(config_path: Path) -> tuple[object, float]:
     await app.pages.process(b"<html><body><p>warm up</p></body></html>", "http://x/", "", "en")
     started = time.perf_counter()
     try:
-        summary = await app.run_once()
+        summary = await app.run_once(index=index)
         return summary, time.perf_counter() - started
     finally:
         await app.aclose()
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--feeds", type=int, default=200)
     ap.add_argument("--items", type=int, default=20)
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--index", action="store_true", help="also embed and index (bundled model)")
     args = ap.parse_args()
 
     pages = corpus_pages() if CORPUS.exists() else []
@@ -157,7 +159,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="newsmon-bench-") as tmp:
             config = write_config(Path(tmp), port, args.feeds, args.processes)
-            summary, wall = asyncio.run(run(config))
+            summary, wall = asyncio.run(run(config, args.index))
     finally:
         server.terminate()
     s = summary
@@ -171,8 +173,11 @@ def main() -> None:
         ("articles stored", f"{stored} ({s.articles_from_feed_text} from feed text, "  # type: ignore[attr-defined]
                             f"{s.articles_duplicate} duplicates by canonical URL, "  # type: ignore[attr-defined]
                             f"{s.articles_failed} failed, {s.articles_pending} pending)"),  # type: ignore[attr-defined]
+        ("stages", "ingest + embed + index" if args.index else "ingest (no embedding)"),
+        ("articles indexed", f"{s.articles_indexed} ({s.near_duplicates} near-duplicates, "  # type: ignore[attr-defined]
+                             f"{s.stories_new} new stories)"),  # type: ignore[attr-defined]
         ("wall time", f"{wall:.1f} s"),
-        ("articles/s (end to end)", f"{stored / wall:.1f}"),
+        ("articles/s (end to end)", f"{(s.articles_indexed if args.index else stored) / wall:.2f}"),  # type: ignore[attr-defined]
         ("peak RSS main process", f"{main_peak:.0f} MiB"),
         ("peak RSS largest child", f"{worker_peak:.0f} MiB"),
     ]  # fmt: skip

@@ -192,31 +192,33 @@ class App:
             await _cancel(workers)
         return self._summary([])
 
-    def _start_workers(self) -> list[asyncio.Task[None]]:
+    def _start_workers(self, *, index: bool = True) -> list[asyncio.Task[None]]:
         self._queue = asyncio.Queue()
-        self._index_queue = asyncio.Queue()
         workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
-        workers.append(asyncio.create_task(self._index_worker()))
+        if index:  # without it, fetched articles wait for a later run (or another worker)
+            self._index_queue = asyncio.Queue()
+            workers.append(asyncio.create_task(self._index_worker()))
         return workers
 
     # -- run --once
 
-    async def run_once(self) -> RunSummary:
-        """Poll every feed once and process everything new (and everything left pending)."""
+    async def run_once(self, *, index: bool = True) -> RunSummary:
+        """Poll every feed once and process everything new (and everything left pending);
+        ``index=False`` stops after the text is stored (ingest only)."""
         self.sync_feeds()
-        workers = self._start_workers()
+        workers = self._start_workers(index=index)
         try:
             self._enqueue_due()  # resume what an interrupted run left behind
             polls = await self._poll_all()
             assert self._queue is not None
-            assert self._index_queue is not None
             await self._queue.join()
             # transient page failures get one more immediate try, then the feed text: a
             # one-shot run finishes its articles instead of leaving them for a later run
             retry = [r.article_id for r in self._reports if r.outcome == "retry"]
             self._enqueue(retry, last_chance=True)
             await self._queue.join()
-            await self._index_queue.join()
+            if self._index_queue is not None:
+                await self._index_queue.join()
         finally:
             await _cancel(workers)
         return self._summary(polls)
