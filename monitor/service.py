@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from indexer.store import collection_name
-from indexer.stories import StoryPolicy
-
 from indexer.index import Indexer, IndexReport
 from indexer.search import Searcher
+from indexer.store import collection_name
+from indexer.stories import StoryPolicy
 from monitor.errors import StorageError
 from monitor.pipeline import ArticleReport, Pipeline, PollReport
 from monitor.schedule import SchedulePolicy, first_poll_at
@@ -38,7 +37,6 @@ from monitor.types import ArticleStatus, utcnow
 if TYPE_CHECKING:
     from indexer.embed import Embedder
     from indexer.store import VectorStore
-
     from monitor.config import Config, EmbedderConfig, FeedConfig
     from monitor.fetch import Fetcher
     from monitor.pages import PageProcessor
@@ -50,6 +48,7 @@ log = logging.getLogger("newsmon.service")
 POLL_CONCURRENCY = 16
 ARTICLE_CONCURRENCY = 16
 DUE_SWEEP_INTERVAL = timedelta(seconds=60)
+VECTOR_MAINTENANCE_INTERVAL = timedelta(minutes=10)
 DUE_BATCH = 500
 #: a job that crashed unexpectedly is retried after this long (it is never dropped)
 CRASHED_JOB_RETRY = timedelta(minutes=5)
@@ -219,6 +218,7 @@ class App:
             await self._queue.join()
             if self._index_queue is not None:
                 await self._index_queue.join()
+                await self._maintain_vectors()
         finally:
             await _cancel(workers)
         return self._summary(polls)
@@ -282,6 +282,10 @@ class App:
                                stagger=random.uniform(0, spread))  # fmt: skip
             self._schedule_poll(scheduler, feed, at)
         scheduler.add_job(
+            self._maintain_vectors, "interval", id="vector-maintenance",
+            seconds=VECTOR_MAINTENANCE_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
+        )  # fmt: skip
+        scheduler.add_job(
             self._enqueue_due, "interval", id="due-articles", next_run_time=now,
             seconds=DUE_SWEEP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
@@ -309,6 +313,15 @@ class App:
         if not server.started:
             log.error("HTTP API could not listen on %s:%s; the service goes on without it",
                       api.host, api.port)  # fmt: skip
+
+    async def _maintain_vectors(self) -> None:
+        """Flush the vector store and, when enough unindexed points piled up, optimise it.
+        Qdrant Edge's optimize() holds the GIL, so the service pauses while it runs; the
+        store's policy keeps that rare (see indexer/qdrant_edge.py)."""
+        try:
+            await asyncio.to_thread(self.indexer.vectors.maintain)
+        except Exception:
+            log.exception("vector store maintenance failed; will try again")
 
     def _schedule_poll(self, scheduler: Any, feed: FeedConfig, at: datetime) -> None:
         # a one-shot job per poll, re-added with the time the pure schedule chose; the job id
