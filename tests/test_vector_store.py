@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from qdrant_client import QdrantClient
 
@@ -26,7 +27,9 @@ NAME = "newsmon__test-model"
 T0 = datetime(2024, 5, 6, 9, 10, tzinfo=UTC)
 DAY = timedelta(days=1)
 #: optimise at a few dozen points, so that maintain() really builds segments in a test
-SMALL = EdgeTuning(optimize_min_points=40, segment_points=100, segment_number=2)
+SMALL = EdgeTuning(
+    optimize_min_points=40, force_optimize_points=1_000, segment_points=100, segment_number=2
+)
 
 
 def unit(angle: float, axis: int = 1) -> Vector:
@@ -285,11 +288,15 @@ def test_payload_round_trips_cyrillic_and_datetimes(store: VectorStore) -> None:
     assert hit.payload == original
 
 
-def test_maintain_keeps_results_correct(store: VectorStore) -> None:
-    rng = np.random.default_rng(7)
-    vectors = rng.standard_normal((120, DIM)).astype(np.float32)
+def random_points(n: int) -> tuple[list[Doc], npt.NDArray[np.float32]]:
+    vectors = np.random.default_rng(n).standard_normal((n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    docs = [Doc(f"r{i // 3}", i % 3, ("en", "de")[i % 2], "src", i % 5) for i in range(120)]
+    docs = [Doc(f"r{i // 3}", i % 3, ("en", "de")[i % 2], "src", i % 5) for i in range(n)]
+    return docs, vectors
+
+
+def test_maintain_keeps_results_correct(store: VectorStore) -> None:
+    docs, vectors = random_points(120)
     store.upsert(NAME, [Point(pid(d), v, payload(d)) for d, v in zip(docs, vectors, strict=True)])
     flt = SearchFilter(languages=("de",), since=T0 + DAY)
 
@@ -341,3 +348,17 @@ def test_edge_store_refuses_use_after_close_and_bad_names(tmp_path: Path) -> Non
     vectors.close()  # idempotent
     with pytest.raises(VectorStoreError, match="closed"):
         vectors.count(NAME)
+
+
+def test_edge_upsert_optimises_when_maintain_is_never_called(tmp_path: Path) -> None:
+    docs, vectors = random_points(180)
+    points = [Point(pid(d), v, payload(d)) for d, v in zip(docs, vectors, strict=True)]
+    with EdgeVectorStore(tmp_path, tuning=replace(SMALL, force_optimize_points=100)) as edge:
+        edge.ensure_collection(NAME, DIM)
+        edge.upsert(NAME, points[:90])
+        assert edge.stats(NAME).indexed == 0
+        edge.upsert(NAME, points[90:])  # 180 unindexed >= 100: optimised in passing
+        assert edge.stats(NAME).indexed == 180
+        assert search_ids(edge, limit=3) == [
+            pid(docs[i]) for i in np.argsort(-(vectors @ QUERY))[:3]
+        ]
