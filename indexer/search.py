@@ -9,7 +9,7 @@ README for why it is or is not used.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ class Searcher:
     collection: str
     store: StateStore
     feedback: int = FEEDBACK_PASSAGES
+    _ready: bool = field(default=False, init=False, repr=False)
 
     def search(
         self, query: str, *, filter: SearchFilter | None = None, limit: int = 10
@@ -49,6 +50,9 @@ class Searcher:
         if not query or limit <= 0:
             return []
         flt = filter or SearchFilter()
+        if not self._ready:  # before the first article is indexed: no hits rather than an error
+            self.vectors.ensure_collection(self.collection, self.embedder.dim)
+            self._ready = True
         vector = self.embedder.embed_queries([query])[0]
         wanted = limit * OVERSAMPLE
         points = self.vectors.search(self.collection, vector, filter=flt, limit=wanted)

@@ -435,7 +435,6 @@ def open_searcher(config: Config) -> Iterator[Searcher]:
         raise
     try:
         collection = collection_name(config.qdrant.collection, embedder.model_id)
-        vectors.ensure_collection(collection, embedder.dim)
         yield Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store)
     finally:
         vectors.close()
