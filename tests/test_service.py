@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,13 +20,13 @@ from monitor.service import App, make_app
 from monitor.state import open_state_store, sqlite_url
 from monitor.types import ArticleStatus, TextSource
 from tests.support.httpserver import LocalServer, Response
-from tests.support.newsfixtures import fixture_articles, serve_site, site_feeds, write_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.newsfixtures import (
+    fixture_articles,
+    free_port,
+    serve_site,
+    site_feeds,
+    write_config,
+)
 
 
 async def _until(app: App, expected: int, feeds: int, timeout: float = 60) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ def write_config(tmp_path: Path, feeds: dict[str, tuple[str, str]], **overrides:
         "data_dir": str(tmp_path / "data"),
         "fetch": {"timeout": "5s", "allow_private_addresses": True, "per_host_concurrency": 4},
         "extract": {"processes": 0},
+        # a port nothing listens on: CLI commands in tests must never find some other service
+        # on the default 127.0.0.1:8765 and talk to it
+        "api": {"port": free_port()},
         "feeds": [{"name": n, "url": u, "language": lang} for n, (u, lang) in feeds.items()],
     }
     for key, value in overrides.items():
@@ -115,6 +119,12 @@ def write_config(tmp_path: Path, feeds: dict[str, tuple[str, str]], **overrides:
     path = tmp_path / "feeds.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), "utf-8")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def site_feeds(urls: dict[str, str]) -> dict[str, tuple[str, str]]:
