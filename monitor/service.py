@@ -49,6 +49,8 @@ POLL_CONCURRENCY = 16
 ARTICLE_CONCURRENCY = 16
 DUE_SWEEP_INTERVAL = timedelta(seconds=60)
 VECTOR_MAINTENANCE_INTERVAL = timedelta(minutes=10)
+#: how long shutdown waits for the article being embedded
+SHUTDOWN_GRACE = 30.0
 DUE_BATCH = 500
 #: a job that crashed unexpectedly is retried after this long (it is never dropped)
 CRASHED_JOB_RETRY = timedelta(minutes=5)
@@ -103,6 +105,7 @@ class App:
         self._index_queued: set[str] = set()
         self._index_reports: list[IndexReport] = []
         self._api_server: Any = None
+        self._indexing: asyncio.Future[IndexReport] | None = None
         self.scheduler: Any = None  # the running AsyncIOScheduler (run_forever), for inspection
 
     # -- shared plumbing
@@ -166,8 +169,12 @@ class App:
         article = self.store.get_article(article_id)
         if article is None or article.status is not ArticleStatus.FETCHED:
             return
+        # shielded: cancelling the worker cannot stop the thread, so aclose() waits for it
+        self._indexing = asyncio.ensure_future(
+            asyncio.to_thread(self.indexer.index_article, article)
+        )
         try:
-            report = await asyncio.to_thread(self.indexer.index_article, article)
+            report = await asyncio.shield(self._indexing)
         except Exception:  # it stays `fetched`: the next sweep retries; the service goes on
             log.exception("article %s (%s): indexing failed", article.id, article.url)
             return
@@ -345,6 +352,11 @@ class App:
     async def aclose(self) -> None:
         await self.fetcher.aclose()
         self.pages.close()
+        if self._indexing is not None and not self._indexing.done():
+            # an article being embedded in a thread: let it finish before its stores close
+            # (if it does not in time, it stays `fetched` and is indexed again next run)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._indexing), SHUTDOWN_GRACE)
         self.indexer.vectors.close()
         self.store.close()
 
