@@ -316,6 +316,15 @@ class EdgeVectorStore:
                     break
         return sorted(found, key=lambda item: item[0].passage_index)
 
+    def sample_vectors(self, name: str, filter: SearchFilter, limit: int) -> list[Vector]:
+        check_limit(limit)
+        with self._calling(name, "sampling vectors") as shard:
+            records, _ = shard.scroll(
+                qe.ScrollRequest(limit=limit, filter=_filter(filter), with_payload=False,
+                                 with_vector=True)  # fmt: skip
+            )
+        return [_vector(r.vector) for r in records]
+
     # -- housekeeping ----------------------------------------------------------------------------
 
     def maintain(self) -> None:

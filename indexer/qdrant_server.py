@@ -171,6 +171,15 @@ class ServerVectorStore:
                     break
         return sorted(found, key=lambda item: item[0].passage_index)
 
+    def sample_vectors(self, name: str, filter: SearchFilter, limit: int) -> list[Vector]:
+        check_limit(limit)
+        with self._calling(name, "sampling vectors"):
+            records, _ = self._client.scroll(
+                name, scroll_filter=_filter(filter), limit=limit, with_payload=False,
+                with_vectors=True,
+            )  # fmt: skip
+        return [_vector(r.vector) for r in records]
+
     # -- housekeeping ----------------------------------------------------------------------------
 
     def maintain(self) -> None:

@@ -8,8 +8,9 @@ README for why it is or is not used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,11 @@ OVERSAMPLE = 5
 #: mostly by pulling in other languages' coverage of the same event.
 FEEDBACK_PASSAGES = 3
 MAX_PASSAGES = 1000
+#: stored vectors sampled per language to estimate its mean direction, and the least that
+#: makes an estimate; the means are refreshed this often
+LANGUAGE_SAMPLE = 2000
+MIN_LANGUAGE_SAMPLE = 20
+MEANS_TTL_SECONDS = 600.0
 MAX_QUERY_CHARS = 2000
 
 
@@ -40,7 +46,12 @@ class Searcher:
     collection: str
     store: StateStore
     feedback: int = FEEDBACK_PASSAGES
+    #: the languages whose bias is removed at query time (the configured feeds' languages)
+    languages: tuple[str, ...] = ()
+    clock: Callable[[], float] = time.monotonic
     _ready: bool = field(default=False, init=False, repr=False)
+    _means: dict[str, Vector] = field(default_factory=dict, init=False, repr=False)
+    _means_at: float | None = field(default=None, init=False, repr=False)
 
     def search(
         self, query: str, *, filter: SearchFilter | None = None, limit: int = 10
@@ -54,17 +65,67 @@ class Searcher:
             self.vectors.ensure_collection(self.collection, self.embedder.dim)
             self._ready = True
         vector = self.embedder.embed_queries([query])[0]
+        means = self._language_means()
         wanted = limit * OVERSAMPLE
-        points = self.vectors.search(self.collection, vector, filter=flt, limit=wanted)
-        if self.feedback and points:
-            vector = self._with_feedback(vector, points[: self.feedback])
-            points = self.vectors.search(self.collection, vector, filter=flt, limit=wanted)
+        ranked = self._ranked(vector, flt, wanted, means)
+        if self.feedback and ranked:
+            vector = self._with_feedback(vector, [p for _, p in ranked[: self.feedback]])
+            ranked = self._ranked(vector, flt, wanted, means)
         while True:
-            hits = best_per_article(points)
-            if len(hits) >= limit or len(points) < wanted or wanted >= MAX_PASSAGES:
-                return hits[:limit]
+            # ranked by the corrected score; shown with the passage's plain cosine, which is
+            # what a reader (and a threshold) understands
+            hits = best_per_article([replace(p, score=adjusted) for adjusted, p in ranked])
+            if len(hits) >= limit or len(ranked) < wanted or wanted >= MAX_PASSAGES:
+                cosine = {(p.payload.article_id, p.payload.passage_index): p.score
+                          for _, p in ranked}  # fmt: skip
+                return [replace(h, score=cosine[(h.article_id, h.passage_index)])
+                        for h in hits[:limit]]  # fmt: skip
             wanted = min(MAX_PASSAGES, wanted * 4)
+            ranked = self._ranked(vector, flt, wanted, means)
+
+    def _ranked(
+        self, vector: Vector, flt: SearchFilter, wanted: int, means: dict[str, Vector]
+    ) -> list[tuple[float, ScoredPoint]]:
+        """Passages ranked by cosine minus the query's affinity to their language's mean.
+
+        Measured (bench/quality.py, P@min(10,|R|), report split): with feedback 0.729 without
+        this correction, 0.915 with it: the model otherwise prefers the query's own language.
+        One search per language keeps every language's best passages among the candidates.
+        """
+        if not means:
             points = self.vectors.search(self.collection, vector, filter=flt, limit=wanted)
+            return [(p.score, p) for p in points]
+        offsets = {lang: float(mean @ vector) for lang, mean in means.items()}
+        default = sum(offsets.values()) / len(offsets)
+        wanted_languages = flt.languages or tuple(means)
+        known = [lang for lang in wanted_languages if lang in means]
+        searches = [replace(flt, languages=(lang,)) for lang in known]
+        other = [lang for lang in wanted_languages if lang not in means]
+        if other or not flt.languages:  # languages without a mean: one unfiltered search
+            searches.append(replace(flt, languages=tuple(other)))
+        ranked: dict[str, tuple[float, ScoredPoint]] = {}
+        for sub in searches:
+            for p in self.vectors.search(self.collection, vector, filter=sub, limit=wanted):
+                adjusted = p.score - offsets.get(p.payload.language, default)
+                ranked[p.id] = (adjusted, p)
+        return sorted(ranked.values(), key=lambda item: (-item[0], item[1].id))[:wanted]
+
+    def _language_means(self) -> dict[str, Vector]:
+        """Each language's mean passage direction, from a sample of stored vectors (cached)."""
+        now = self.clock()
+        if self._means_at is not None and now - self._means_at < MEANS_TTL_SECONDS:
+            return self._means
+        means: dict[str, Vector] = {}
+        for lang in self.languages:
+            sample = self.vectors.sample_vectors(
+                self.collection, SearchFilter(languages=(lang,)), LANGUAGE_SAMPLE
+            )
+            if len(sample) >= MIN_LANGUAGE_SAMPLE:
+                means[lang] = np.mean(np.stack(sample), axis=0).astype(np.float32)
+        # with fewer than two languages there is no bias between languages to remove
+        self._means = means if len(means) >= 2 else {}
+        self._means_at = now
+        return self._means
 
     def _with_feedback(self, query: Vector, best: Sequence[ScoredPoint]) -> Vector:
         """The query moved towards its best passages (their stored vectors)."""

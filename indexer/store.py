@@ -86,6 +86,11 @@ class VectorStore(Protocol):
         """One article's points in passage order, with their vectors when asked."""
         ...
 
+    def sample_vectors(self, name: str, filter: SearchFilter, limit: int) -> list[Vector]:
+        """Up to ``limit`` stored vectors matching ``filter`` (in storage order, not random):
+        enough to estimate a language's mean direction."""
+        ...
+
     def count(self, name: str) -> int:
         """Number of points in the collection."""
         ...

@@ -428,7 +428,8 @@ def make_app(
     collection = collection_name(config.qdrant.collection, embedder.model_id)
     indexer = Indexer(store=store, vectors=vectors, embedder=embedder, collection=collection,
                       policy=StoryPolicy(), clock=clock)  # fmt: skip
-    searcher = Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store)
+    searcher = Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store,
+                        languages=feed_languages(config))  # fmt: skip
     return App(config=config, store=store, fetcher=fetcher, pages=pages, pipeline=pipeline,
                indexer=indexer, searcher=searcher)  # fmt: skip
 
@@ -447,10 +448,16 @@ def open_searcher(config: Config) -> Iterator[Searcher]:
         raise
     try:
         collection = collection_name(config.qdrant.collection, embedder.model_id)
-        yield Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store)
+        yield Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store,
+                       languages=feed_languages(config))  # fmt: skip
     finally:
         vectors.close()
         store.close()
+
+
+def feed_languages(config: Config) -> tuple[str, ...]:
+    """The languages of the configured feeds: search removes the bias between them."""
+    return tuple(sorted({feed.language for feed in config.feeds}))
 
 
 def make_embedder(config: EmbedderConfig) -> Embedder:

@@ -270,6 +270,18 @@ def test_article_points_come_in_passage_order(store: VectorStore) -> None:
     assert store.article_points(NAME, "nope") == []
 
 
+def test_sample_vectors_respects_filter_and_limit(filled: VectorStore) -> None:
+    points = corpus_points()
+    for language in {p.payload.language for p in points}:
+        wanted = [p.vector for p in points if p.payload.language == language]
+        sample = filled.sample_vectors(NAME, SearchFilter(languages=(language,)), limit=500)
+        assert len(sample) == len(wanted)
+        for vector in sample:
+            assert any(np.allclose(vector, w, atol=1e-6) for w in wanted)
+    assert len(filled.sample_vectors(NAME, NO_FILTER, limit=2)) == 2
+    assert filled.sample_vectors(NAME, SearchFilter(languages=("fr",)), limit=5) == []
+
+
 def test_payload_round_trips_cyrillic_and_datetimes(store: VectorStore) -> None:
     kyiv = timezone(timedelta(hours=3))
     doc = Doc("uk-1", 0, "uk", "Українська правда", 0)
