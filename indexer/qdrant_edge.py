@@ -319,10 +319,10 @@ class EdgeVectorStore:
     def sample_vectors(self, name: str, filter: SearchFilter, limit: int) -> list[Vector]:
         check_limit(limit)
         with self._calling(name, "sampling vectors") as shard:
-            records, _ = shard.scroll(
-                qe.ScrollRequest(limit=limit, filter=_filter(filter), with_payload=False,
-                                 with_vector=True)  # fmt: skip
+            request = qe.ScrollRequest(
+                limit=limit, filter=_filter(filter), with_payload=False, with_vector=True
             )
+            records, _ = shard.scroll(request)
         return [_vector(r.vector) for r in records]
 
     # -- housekeeping ----------------------------------------------------------------------------
