@@ -270,6 +270,9 @@ def run_size(backend: str, size: int, bulk: bool, workdir: str) -> Result:
             search |= {f"{k} (before)": _search(store, qs) for k, qs in queries.items()}
             maintains.append(_timed(store.maintain))
         search |= {k: _search(store, qs) for k, qs in queries.items()}
+        if backend == "edge":  # what `newsmon search` runs: per-language searches + feedback
+            search |= {f"Searcher, {k}": _search_like_newsmon(store, queries[k])
+                       for k in ("none", "broad")}  # fmt: skip
     stats = store.stats(NAME) if isinstance(store, EdgeVectorStore) else None
     result = Result(
         backend=backend,
@@ -323,6 +326,38 @@ def _search(store: VectorStore, queries: list[Query]) -> SearchStats:
         p95_ms=float(np.percentile(ms, 95)),
         recall=float(np.mean(recalls)) if recalls else float("nan"),
     )
+
+
+class _GivenVector:
+    """An embedder stand-in that returns the bench query's own vector."""
+
+    dim = DIM
+    model_id = "bench"
+    vector: npt.NDArray[np.float32] | None = None
+
+    def embed_queries(self, texts: object) -> npt.NDArray[np.float32]:
+        assert self.vector is not None
+        return self.vector[None, :]
+
+
+def _search_like_newsmon(store: VectorStore, queries: list[Query]) -> SearchStats:
+    """p50/p95 of ``indexer.search.Searcher.search`` (language-bias correction over the four
+    languages and pseudo-relevance feedback), 10 hits; recall is not comparable here."""
+    from indexer.search import Searcher
+
+    embedder = _GivenVector()
+    searcher = Searcher(vectors=store, embedder=embedder, collection=NAME,  # type: ignore[arg-type]
+                        store=None, languages=LANGUAGES)  # type: ignore[arg-type]  # fmt: skip
+    latencies = []
+    for n, q in enumerate(queries):
+        embedder.vector = q.vector
+        started = time.perf_counter()
+        searcher.search("bench", filter=q.filter, limit=10)
+        if n >= WARM_UP:
+            latencies.append(time.perf_counter() - started)
+    ms = np.array(latencies) * 1000
+    return SearchStats(p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)),
+                       recall=float("nan"))  # fmt: skip
 
 
 def _timed(action: Callable[[], object]) -> float:
