@@ -199,11 +199,6 @@ def _open(neighbour: Neighbour, at: datetime, policy: StoryPolicy) -> bool:
     return at - neighbour.story_started <= policy.max_story_span
 
 
-def is_exact_duplicate(text_hash_a: str, text_hash_b: str) -> bool:
-    """Byte-identical texts (a missing hash is never a duplicate of another missing one)."""
-    return bool(text_hash_a) and text_hash_a == text_hash_b
-
-
 def story_id_for(article_id: str) -> str:
     """The id of the story an article founds: deterministic, so re-running never duplicates."""
     return str(uuid.uuid5(STORY_NAMESPACE, article_id))

@@ -389,10 +389,9 @@ def schedule_policy(config: Config) -> SchedulePolicy:
 def state_url(config: Config) -> str:
     from monitor.state import sqlite_url
 
-    raw = config.state_url
-    if raw is None:
+    if config.state_url is None:
         return sqlite_url(config.data_dir)
-    return raw.get_secret_value() if hasattr(raw, "get_secret_value") else str(raw)
+    return config.state_url.get_secret_value()
 
 
 def make_app(

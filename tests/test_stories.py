@@ -21,7 +21,6 @@ from indexer.stories import (
     StoryPolicy,
     decide,
     grow_story,
-    is_exact_duplicate,
     new_story,
     story_id_for,
 )
@@ -156,12 +155,6 @@ def test_ties_are_resolved_deterministically() -> None:
 def test_story_id_is_deterministic() -> None:
     assert story_id_for("article-1") == story_id_for("article-1") != story_id_for("article-2")
     assert len(story_id_for("article-1")) == 36
-
-
-def test_exact_duplicates() -> None:
-    assert is_exact_duplicate("abc", "abc")
-    assert not is_exact_duplicate("abc", "abd")
-    assert not is_exact_duplicate("", "")
 
 
 def make_story() -> Story:
