@@ -125,3 +125,38 @@ class FeedError(NewsmonError):
         self.feed = feed
         self.message = message
         super().__init__(f"feed {feed!r}: {message}")
+
+
+# -- alerting -------------------------------------------------------------------------------
+
+
+class ChannelError(NewsmonError):
+    """Sending through channel ``channel`` failed.
+
+    ``permanent`` means retrying cannot help (a rejected recipient, a 4xx other than 408/429,
+    a bad credential); ``retry_after`` (seconds) is set when the receiver asked for a pause
+    (Slack's 429 ``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        self.channel = channel
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        super().__init__(f"channel {channel!r}: {message}")
+
+
+class TopicError(NewsmonError):
+    """A topic cannot be prepared for matching (e.g. its description cannot be embedded)."""
+
+    def __init__(self, topic: str, message: str) -> None:
+        self.topic = topic
+        self.message = message
+        super().__init__(f"topic {topic!r}: {message}")
