@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 
 def alert_id_for(topic_id: str, story_id: str) -> str:
@@ -106,6 +108,19 @@ class AlertMessage:
     story_article_count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMatch:
+    """A stored positive match: the article as an alert shows it, and whether it was reported."""
+
+    topic_id: str
+    story_id: str
+    article: AlertArticle
+    alertable: bool  # False: indexed silently (e.g. an old entry of a feed's first poll)
+    matched_at: datetime
+    reason: str = ""
+    message_id: str | None = None  # the message that reported it; None: not reported yet
+
+
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"  # not yet acknowledged; retried with backoff
     SENT = "sent"  # the channel acknowledged it
@@ -137,3 +152,86 @@ class AlertRecord:
     articles: tuple[AlertArticle, ...]
     messages: tuple[AlertMessage, ...] = ()
     deliveries: tuple[Delivery, ...] = ()
+
+
+# -- JSON (the outbox stores messages as JSON; the CLI and API print them) ------------------------
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def article_to_json(article: AlertArticle) -> dict[str, Any]:
+    return {
+        "article_id": article.article_id,
+        "url": article.url,
+        "title": article.title,
+        "language": article.language,
+        "source": article.source,
+        "published": _iso(article.published_at),
+        "score": round(article.score, 4),
+        "passage": article.passage,
+        "keywords": list(article.keywords),
+    }
+
+
+def article_from_json(data: Mapping[str, Any]) -> AlertArticle:
+    return AlertArticle(
+        article_id=data["article_id"],
+        url=data["url"],
+        title=data["title"],
+        language=data["language"],
+        source=data["source"],
+        published_at=datetime.fromisoformat(data["published"]),
+        score=float(data["score"]),
+        passage=data["passage"],
+        keywords=tuple(data.get("keywords", ())),
+    )
+
+
+def message_to_json(message: AlertMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "alert_id": message.alert_id,
+        "sequence": message.sequence,
+        "kind": message.kind.value,
+        "topic_id": message.topic_id,
+        "topic_name": message.topic_name,
+        "story_id": message.story_id,
+        "headline": message.headline,
+        "created_at": _iso(message.created_at),
+        "reason": message.reason,
+        "articles": [article_to_json(a) for a in message.articles],
+        "story_languages": list(message.story_languages),
+        "story_sources": list(message.story_sources),
+        "story_article_count": message.story_article_count,
+    }
+
+
+def message_from_json(data: Mapping[str, Any]) -> AlertMessage:
+    return AlertMessage(
+        id=data["id"],
+        alert_id=data["alert_id"],
+        sequence=int(data["sequence"]),
+        kind=MessageKind(data["kind"]),
+        topic_id=data["topic_id"],
+        topic_name=data["topic_name"],
+        story_id=data["story_id"],
+        headline=data["headline"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        reason=data["reason"],
+        articles=tuple(article_from_json(a) for a in data["articles"]),
+        story_languages=tuple(data.get("story_languages", ())),
+        story_sources=tuple(data.get("story_sources", ())),
+        story_article_count=int(data.get("story_article_count", 0)),
+    )
+
+
+def delivery_to_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "last_error": delivery.last_error,
+        "next_attempt_at": _iso(delivery.next_attempt_at) if delivery.next_attempt_at else None,
+        "sent_at": _iso(delivery.sent_at) if delivery.sent_at else None,
+    }

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import hmac
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 
+from alerts.report import alert_json, backtest_json
 from indexer.search import hit_json, parse_when, story_hit_json, story_json
 from indexer.types import SearchFilter
 from monitor.types import utcnow
@@ -87,12 +89,47 @@ def create_api(app: App) -> FastAPI:
             raise HTTPException(status_code=422, detail=str(e)) from e
         return [story_json(s) for s in app.store.list_stories(since=start, limit=limit)]
 
+    @api.get("/topics/{topic_id}/test", dependencies=guarded)
+    def topic_test(topic_id: str, since: str = "30d", until: str | None = None) -> dict[str, Any]:
+        if topic_id not in {t.id for t in app.config.topics}:
+            raise HTTPException(status_code=404, detail=f"no topic {topic_id!r} in the config")
+        try:
+            start = parse_when(since, utcnow())
+            end = parse_when(until, utcnow()) if until else None
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        return topic_backtest(app, topic_id, since=start, until=end)
+
+    @api.get("/alerts", dependencies=guarded)
+    def alerts(
+        topic: str | None = None,
+        since: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        try:
+            start = parse_when(since, utcnow()) if since else None
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        names = {t.id: t.name for t in app.config.topics}
+        records = app.store.list_alerts(topic_id=topic, since=start, limit=limit)
+        return [alert_json(r, names) for r in records]
+
     @api.post("/reindex", dependencies=guarded)
     def reindex(all: bool = False) -> dict[str, Any]:
         model = None if all else app.indexer.embedder.model_id
         return {"reset": app.store.reset_index(model, utcnow())}
 
     return api
+
+
+def topic_backtest(
+    app: App, topic_id: str, *, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
+    """``newsmon topics test``: what the topic would have alerted on in stored coverage."""
+    verdicts = app.alerts.backtest(topic_id, since=since, until=until)
+    story_ids = [v.article.story_id for v in verdicts if v.article.story_id]
+    stories = app.store.get_stories(story_ids) if story_ids else {}
+    return backtest_json(topic_id, verdicts, stories)
 
 
 def search_filter(

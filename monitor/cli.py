@@ -87,6 +87,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     reindex.set_defaults(handler=cmd_reindex)
 
+    alerts = sub.add_parser("alerts", help="decided alerts and their delivery per channel")
+    alerts.add_argument("--json", action="store_true")
+    alerts.add_argument("--topic", help="only this topic (by id)")
+    alerts.add_argument("--since", type=_duration_arg, help="e.g. 7d, 12h (by last update)")
+    alerts.add_argument("--limit", type=int, default=50, help="at most N (default 50; 0 = all)")
+    alerts.set_defaults(handler=cmd_alerts)
+
+    topics = sub.add_parser("topics", help="tracked topics: list, backtest, relevance labels")
+    tsub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    tlist = tsub.add_parser("list", help="the configured topics, with match and alert counts")
+    tlist.add_argument("--json", action="store_true")
+    tlist.set_defaults(handler=cmd_topics_list)
+    ttest = tsub.add_parser("test", help="backtest: what the topic would have alerted on")
+    ttest.add_argument("topic", metavar="ID")
+    ttest.add_argument("--since", default="30d", help="stored coverage since (default 30d)")
+    ttest.add_argument("--until", help="and until (default now)")
+    ttest.add_argument("--json", action="store_true")
+    ttest.set_defaults(handler=cmd_topics_test)
+    tlabel = tsub.add_parser("label", help="judge an article for a topic (matching learns it)")
+    tlabel.add_argument("topic", metavar="ID")
+    tlabel.add_argument("url", metavar="URL")
+    verdict = tlabel.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--relevant", dest="relevant", action="store_true")
+    verdict.add_argument("--not-relevant", dest="relevant", action="store_false")
+    tlabel.set_defaults(handler=cmd_topics_label)
+
     check = sub.add_parser("check-config", help="validate the configuration and show it")
     check.set_defaults(handler=cmd_check_config)
     return p
@@ -152,7 +178,8 @@ def _format_summary(summary: Any) -> str:
         f"polled {s.feeds_polled} feeds ({s.feeds_failed} failed); "
         f"{s.articles_new} new articles; {s.articles_fetched} stored "
         f"({s.articles_from_feed_text} from feed text), {s.articles_duplicate} duplicates, "
-        f"{s.articles_failed} failed, {s.articles_pending} pending"
+        f"{s.articles_failed} failed, {s.articles_pending} pending; "
+        f"{s.alerts_queued} alert messages, {s.deliveries_pending} deliveries pending"
     )
 
 
@@ -330,6 +357,131 @@ def cmd_reindex(args: argparse.Namespace, config: Any) -> int:
     progress_line.done()
     print(f"{reset} articles re-embedded with {app.indexer.embedder.model_id} "
           f"({summary.articles_indexed} indexed)")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_alerts(args: argparse.Namespace, config: Any) -> int:
+    from alerts.report import alert_json
+
+    since = utcnow() - args.since if args.since else None
+    names = {t.id: t.name for t in config.topics}
+    with _store(config) as store:
+        records = store.list_alerts(topic_id=args.topic, since=since, limit=args.limit or None)
+    rows = [alert_json(r, names) for r in records]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no alerts")
+    for row in rows:
+        status = ", ".join(f"{name}: {d['status']}" + (f" ({d['last_error']})"
+                           if d["status"] != "sent" and d["last_error"] else "")
+                           for name, d in row["deliveries"].items()) or "no channels"  # fmt: skip
+        print(f"{row['created_at'][:16].replace('T', ' ')}  [{row['topic']}] {row['headline']}")
+        print(f"    {len(row['articles'])} articles, {len(row['messages'])} messages; {status}")
+        for article in row["articles"][:5]:
+            print(f"    {article['score']:.2f} [{article['language']}] {article['source']}: "
+                  f"{article['title']}")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_topics_list(args: argparse.Namespace, config: Any) -> int:
+    with _store(config) as store:
+        matches = store.list_matches()
+        records = store.list_alerts()
+        labels = store.topic_labels()
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "channels": list(t.channels),
+            "languages": list(t.languages),
+            "threshold": t.threshold,
+            "matches": sum(1 for m in matches if m.topic_id == t.id),
+            "alerts": sum(1 for r in records if r.topic_id == t.id),
+            "labels": sum(1 for topic, _, _ in labels if topic == t.id),
+        }
+        for t in config.topics
+    ]
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no topics configured (add them under `topics:` in the config)")
+    else:
+        _print_table(rows, [("id", 24), ("name", 36), ("matches", 8), ("alerts", 7),
+                            ("labels", 7)])  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_topics_test(args: argparse.Namespace, config: Any) -> int:
+    from indexer.search import parse_when
+    from monitor.remote import ServiceClient
+
+    if args.topic not in {t.id for t in config.topics}:
+        print(f"newsmon: no topic {args.topic!r} in {config.source}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        since = parse_when(args.since, utcnow())
+        until = parse_when(args.until, utcnow()) if args.until else None
+    except ValueError as e:
+        print(f"newsmon: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    client = ServiceClient.from_config(config)
+    if client.running():
+        result = client.topic_test(args.topic, since=args.since, until=args.until)
+    else:
+        result = _topic_test_locally(config, args.topic, since, until)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        _print_backtest(result)
+    return EXIT_OK
+
+
+def _topic_test_locally(config: Any, topic: str, since: datetime, until: datetime | None) -> Any:
+    from monitor.api import topic_backtest
+    from monitor.service import make_app
+
+    app = make_app(config, channels={})
+
+    async def run() -> Any:
+        return await asyncio.to_thread(topic_backtest, app, topic, since=since, until=until)
+
+    return asyncio.run(_closing(app, run()))
+
+
+def _print_backtest(result: dict[str, Any]) -> None:
+    print(f"topic {result['topic']}: {result['stories_alerted']} stories would have alerted "
+          f"({result['articles_matched']} matching articles)")  # fmt: skip
+    for story in result["stories"]:
+        print(f"■ {story['headline']}")
+        for row in story["articles"]:
+            print(f"   {row['score']:.3f}  [{row['language']}] {row['source']}: {row['title']}")
+    if result["near_misses"]:
+        print("closest misses:")
+        for row in result["near_misses"]:
+            print(f"   {row['score']:.3f} < {row['threshold']:.3f}  [{row['language']}] "
+                  f"{row['title']}")  # fmt: skip
+    for row in result["changed_by_labels"]:
+        before = row["without_labels"]
+        print(f"labels changed: {row['title']}: {before['matched']} ({before['score']:.3f}) -> "
+              f"{row['matched']} ({row['score']:.3f})")  # fmt: skip
+
+
+def cmd_topics_label(args: argparse.Namespace, config: Any) -> int:
+    from monitor.identity import canonical_url
+
+    if args.topic not in {t.id for t in config.topics}:
+        print(f"newsmon: no topic {args.topic!r} in {config.source}", file=sys.stderr)
+        return EXIT_CONFIG
+    with _store(config) as store:
+        article = store.find_article_by_canonical_url(canonical_url(args.url))
+        if article is None:
+            print(f"newsmon: no stored article at {args.url}", file=sys.stderr)
+            return EXIT_ERROR
+        store.save_label(args.topic, article.id, args.relevant, utcnow())
+    verdict = "relevant" if args.relevant else "not relevant"
+    print(f"labelled {article.title!r} {verdict} for topic {args.topic}")
     return EXIT_OK
 
 

@@ -406,6 +406,15 @@ class FeedConfig(_Model):
     interval: PositiveDuration | None = None  # None: schedule.default_interval, then adaptive
 
 
+def _check_keyword(value: str) -> str:
+    if not value.rstrip("$").split():
+        raise ValueError("a keyword must contain a word")
+    return value
+
+
+Keyword = Annotated[str, AfterValidator(_check_keyword)]
+
+
 class TopicConfig(_Model):
     id: Annotated[str, AfterValidator(_check_slug)]
     name: Name
@@ -413,8 +422,10 @@ class TopicConfig(_Model):
     channels: tuple[Name, ...]
     languages: tuple[LanguageCode, ...] = ()  # empty: every language
     sources: tuple[Name, ...] = ()  # feed names; empty: every feed
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    #: words or phrases (matched at word starts, see alerts/keywords.py): the article must
+    #: contain one of ``include`` (when given) and none of ``exclude``
+    include: tuple[Keyword, ...] = ()
+    exclude: tuple[Keyword, ...] = ()
     threshold: float | None = Field(default=None, ge=0, le=1)
     examples: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
@@ -508,6 +519,16 @@ class DigestConfig(_Model):
         return ZoneInfo(self.timezone)
 
 
+class DeliveryConfig(_Model):
+    """How alert deliveries are retried (see alerts/dispatch.py)."""
+
+    #: ``run --once`` waits at most this long for pending deliveries before it exits
+    wait: Duration = timedelta(seconds=60)
+    first_retry: PositiveDuration = timedelta(seconds=30)
+    max_retry_interval: PositiveDuration = timedelta(hours=1)
+    max_attempts: int = Field(default=30, ge=1)
+
+
 class ApiConfig(_Model):
     host: Name = "127.0.0.1"
     port: Port = 8765
@@ -537,6 +558,7 @@ class Config(_Model):
         SecretStr | None, BeforeValidator(_blank_as_none), AfterValidator(_check_state_url)
     ] = None
     alert_backfill: Duration = timedelta(hours=24)
+    delivery: DeliveryConfig = DeliveryConfig()
     fetch: FetchConfig = FetchConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     extract: ExtractConfig = ExtractConfig()

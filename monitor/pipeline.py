@@ -159,11 +159,16 @@ class Pipeline:
             )
         except (FetchError, FeedParseError) as e:
             return self._record_poll_failure(feed, state, e)
-        new_ids = self._store_entries(feed, parsed) if parsed else ()
+        first_poll = state is None or state.total_articles == 0
+        new_ids = self._store_entries(feed, parsed, first_poll=first_poll) if parsed else ()
         return self._record_poll_success(feed, state, result, parsed, new_ids)
 
-    def _store_entries(self, feed: FeedSpec, parsed: ParsedFeed) -> tuple[str, ...]:
+    def _store_entries(
+        self, feed: FeedSpec, parsed: ParsedFeed, *, first_poll: bool
+    ) -> tuple[str, ...]:
         drafts = self._drafts(feed, parsed.entries)
+        if first_poll:  # the feed's backlog: alerting treats old entries as history
+            drafts = [replace(d, first_poll=True) for d in drafts]
         if not drafts:
             return ()
         known = self.store.known_entries(feed.name, [d.entry_key for d in drafts])

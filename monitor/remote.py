@@ -57,6 +57,11 @@ class ServiceClient:
         result: list[dict[str, Any]] = self._call("GET", "/search", params=params)
         return result
 
+    def topic_test(self, topic_id: str, *, since: str, until: str | None) -> dict[str, Any]:
+        params = {"since": since, **({"until": until} if until else {})}
+        result: dict[str, Any] = self._call("GET", f"/topics/{topic_id}/test", params=params)
+        return result
+
     def reindex(self, *, everything: bool) -> int:
         return int(self._call("POST", "/reindex", params={"all": everything})["reset"])
 

@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from alerts.dispatch import Dispatcher, RetryPolicy
+from alerts.matching import policy_for
+from alerts.profiles import topic_from_config
+from alerts.stage import AlertStage
+from alerts.types import AlertMessage
 from indexer.index import Indexer, IndexReport
 from indexer.search import Searcher
 from indexer.store import collection_name
@@ -35,6 +40,7 @@ from monitor.schedule import SchedulePolicy, first_poll_at
 from monitor.types import ArticleStatus, utcnow
 
 if TYPE_CHECKING:
+    from alerts.channels import Channel
     from indexer.embed import Embedder
     from indexer.store import VectorStore
     from monitor.config import Config, EmbedderConfig, FeedConfig
@@ -69,6 +75,8 @@ class RunSummary:
     articles_indexed: int = 0
     near_duplicates: int = 0
     stories_new: int = 0
+    alerts_queued: int = 0
+    deliveries_pending: int = 0
 
 
 @dataclass
@@ -95,6 +103,8 @@ class App:
     pipeline: Pipeline
     indexer: Indexer
     searcher: Searcher
+    alerts: AlertStage
+    dispatcher: Dispatcher
     progress: Progress = field(default_factory=Progress)
 
     def __post_init__(self) -> None:
@@ -106,6 +116,8 @@ class App:
         self._index_reports: list[IndexReport] = []
         self._api_server: Any = None
         self._indexing: asyncio.Future[IndexReport] | None = None
+        self._messages: list[AlertMessage] = []
+        self._delivery_wake = asyncio.Event()
         self.scheduler: Any = None  # the running AsyncIOScheduler (run_forever), for inspection
 
     # -- shared plumbing
@@ -144,6 +156,7 @@ class App:
         due = self.store.due_articles(utcnow(), DUE_BATCH)
         self._enqueue([a.id for a in due])
         self._enqueue_index([a.id for a in self.store.due_for_indexing(DUE_BATCH)])
+        self._enqueue_index(self.store.due_for_matching(DUE_BATCH))
 
     # -- indexing: one worker, since embedding uses every core by itself
 
@@ -167,7 +180,12 @@ class App:
 
     async def _index_one(self, article_id: str) -> None:
         article = self.store.get_article(article_id)
-        if article is None or article.status is not ArticleStatus.FETCHED:
+        if article is None:
+            return
+        if article.status is ArticleStatus.INDEXED and article.matched_at is None:
+            await self._match(article_id)  # indexed before a crash, not matched yet
+            return
+        if article.status is not ArticleStatus.FETCHED:
             return
         # shielded: cancelling the worker cannot stop the thread, so aclose() waits for it
         self._indexing = asyncio.ensure_future(
@@ -179,6 +197,19 @@ class App:
             log.exception("article %s (%s): indexing failed", article.id, article.url)
             return
         self._index_reports.append(report)
+        await self._match(article_id)
+
+    async def _match(self, article_id: str) -> None:
+        """Match against the topics and queue alerts; a failure leaves the article unmatched,
+        for the sweep to retry (it never blocks indexing)."""
+        try:
+            messages = await asyncio.to_thread(self.alerts.process, article_id)
+        except Exception:
+            log.exception("article %s: topic matching failed; will retry", article_id)
+            return
+        if messages:
+            self._messages.extend(messages)
+            self._delivery_wake.set()
 
     async def index_pending(self) -> RunSummary:
         """Index every fetched article (``newsmon reindex`` without a running service)."""
@@ -226,6 +257,9 @@ class App:
             if self._index_queue is not None:
                 await self._index_queue.join()
                 await self._maintain_vectors()
+            # bounded: an unreachable channel must not keep a one-shot run (a cron job) alive;
+            # what is left stays in the outbox for the next run
+            await self.dispatcher.drain(self.config.delivery.wait.total_seconds())
         finally:
             await _cancel(workers)
         return self._summary(polls)
@@ -264,6 +298,8 @@ class App:
                 1 for r in self._index_reports if r.outcome in ("near-duplicate", "copy")
             ),
             stories_new=sum(1 for r in self._index_reports if r.outcome == "new-story"),
+            alerts_queued=len(self._messages),
+            deliveries_pending=self.store.count_pending_deliveries(),
         )
 
     # -- the service
@@ -279,6 +315,7 @@ class App:
         self.sync_feeds()
         scheduler = AsyncIOScheduler(timezone=UTC)
         workers = self._start_workers()
+        workers.append(asyncio.create_task(self.dispatcher.run(self._delivery_wake, stop)))
         api = asyncio.create_task(self._serve_api()) if serve_api else None
         now = utcnow()
         # overdue feeds start spread over up to a minute, not all in the same second
@@ -357,6 +394,9 @@ class App:
             # (if it does not in time, it stays `fetched` and is indexed again next run)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._indexing), SHUTDOWN_GRACE)
+        for channel in self.dispatcher.channels.values():
+            with contextlib.suppress(Exception):
+                await channel.aclose()
         self.indexer.vectors.close()
         self.store.close()
 
@@ -402,6 +442,7 @@ def make_app(
     pages: PageProcessor | None = None,
     vectors: VectorStore | None = None,
     embedder: Embedder | None = None,
+    channels: dict[str, Channel] | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> App:
     """Build the app from config; any part can be replaced (tests, benchmarks)."""
@@ -429,8 +470,38 @@ def make_app(
                       policy=StoryPolicy(), clock=clock)  # fmt: skip
     searcher = Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store,
                         languages=feed_languages(config))  # fmt: skip
+    channels = make_channels(config) if channels is None else channels
+    alerts = AlertStage(
+        store=store, vectors=vectors, embedder=embedder, collection=collection,
+        topics=tuple(topic_from_config(t) for t in config.topics),
+        channels=frozenset(channels), languages=feed_languages(config),
+        backfill=config.alert_backfill, policy=policy_for(embedder.model_id), clock=clock,
+    )  # fmt: skip
+    dispatcher = Dispatcher(store=store, channels=channels, policy=retry_policy(config),
+                            clock=clock)  # fmt: skip
     return App(config=config, store=store, fetcher=fetcher, pages=pages, pipeline=pipeline,
-               indexer=indexer, searcher=searcher)  # fmt: skip
+               indexer=indexer, searcher=searcher, alerts=alerts,
+               dispatcher=dispatcher)  # fmt: skip
+
+
+def make_channels(config: Config) -> dict[str, Channel]:
+    """The enabled channels (a Slack channel whose webhook URL is empty is off)."""
+    from alerts.channels import make_channel
+    from monitor.config import SlackChannelConfig
+
+    channels: dict[str, Channel] = {}
+    for name, channel in config.channels.items():
+        if isinstance(channel, SlackChannelConfig) and not channel.enabled:
+            log.info("channel %r is off: its webhook URL is empty", name)
+            continue
+        channels[name] = make_channel(name, channel)
+    return channels
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    d = config.delivery
+    return RetryPolicy(first_delay=d.first_retry, max_delay=d.max_retry_interval,
+                       max_attempts=d.max_attempts)  # fmt: skip
 
 
 @contextlib.contextmanager

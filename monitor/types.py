@@ -199,6 +199,10 @@ class Article:
     near_duplicate_of: str | None = None
     indexed_at: datetime | None = None
     index_model: str | None = None
+    #: seen in its feed's first poll: alerts only if published within ``alert_backfill``
+    first_poll: bool = False
+    #: when it was matched against the topics (None: not yet)
+    matched_at: datetime | None = None
 
     @property
     def text_length(self) -> int:
@@ -224,6 +228,8 @@ class ArticleDraft:
     published_at: datetime | None
     author: str | None
     content_hash: str
+    #: from the feed's first poll (its backlog): see ``Article.first_poll``
+    first_poll: bool = False
 
 
 @dataclass(frozen=True, slots=True)

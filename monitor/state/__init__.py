@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from alerts.types import AlertMessage, AlertRecord, Delivery, DeliveryStatus, Match, StoredMatch
 from indexer.types import Story
 from monitor.state._articles import Outcome
 from monitor.state.engine import sqlite_url
@@ -168,6 +169,87 @@ class StateStore(Protocol):
         ...
 
     def story_articles(self, story_id: str) -> list[Article]: ...
+
+    # -- alerting (issue 4)
+
+    def due_for_matching(self, limit: int) -> list[str]:
+        """Ids of indexed articles not matched against the topics yet, oldest indexed first."""
+        ...
+
+    def record_matches(
+        self,
+        article_id: str,
+        story_id: str | None,
+        matches: Sequence[Match],
+        *,
+        alertable: bool,
+        now: datetime,
+    ) -> None:
+        """Store the positive matches (with their story) and mark the article matched, in one
+        transaction; an article without a story only gets marked."""
+        ...
+
+    def story_matches(self, topic_id: str, story_id: str) -> list[StoredMatch]:
+        """Every stored match of the topic in the story, oldest first."""
+        ...
+
+    def list_matches(
+        self,
+        *,
+        topic_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredMatch]: ...
+
+    def save_alert_message(
+        self,
+        message: AlertMessage,
+        *,
+        article_ids: Sequence[str],
+        channels: Sequence[str],
+        now: datetime,
+    ) -> bool:
+        """The outbox write, one transaction: the alert (first time), the message, one pending
+        delivery per channel, and the reported matches linked to it. False (and nothing
+        written) when the message exists already."""
+        ...
+
+    def due_deliveries(self, now: datetime, limit: int) -> list[tuple[Delivery, AlertMessage]]:
+        """Pending deliveries whose next attempt is due, oldest message first."""
+        ...
+
+    def next_delivery_at(self) -> datetime | None: ...
+
+    def count_pending_deliveries(self) -> int: ...
+
+    def record_delivery(
+        self,
+        message_id: str,
+        channel: str,
+        *,
+        status: DeliveryStatus,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Count an attempt and its outcome (sent, pending again at ``next_attempt_at``, failed)."""
+        ...
+
+    def list_alerts(
+        self,
+        *,
+        topic_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AlertRecord]:
+        """Newest first; ``since`` filters on the alert's last update."""
+        ...
+
+    def get_alert(self, alert_id: str) -> AlertRecord | None: ...
+
+    def save_label(self, topic_id: str, article_id: str, relevant: bool, now: datetime) -> None: ...
+
+    def topic_labels(self, topic_id: str | None = None) -> list[tuple[str, str, bool]]: ...
 
     def close(self) -> None: ...
 

@@ -109,6 +109,7 @@ def _new_article(draft: ArticleDraft, now: datetime) -> dict[str, Any]:
         "author": draft.author,
         "published_at": draft.published_at,
         "content_hash": draft.content_hash,
+        "first_poll": draft.first_poll,
         "status": ArticleStatus.PENDING.value,
         "discovered_at": now,
         "updated_at": now,

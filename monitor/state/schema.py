@@ -118,6 +118,10 @@ articles = sa.Table(
     sa.Column("near_duplicate_of", sa.Text),
     sa.Column("indexed_at", UTCDateTime),
     sa.Column("index_model", sa.Text),
+    # alerting (0003): seen in its feed's first poll (old ones then stay silent), and when it
+    # was matched against the topics (null: still to do; a re-index does not match again)
+    sa.Column("first_poll", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("matched_at", UTCDateTime),
     sa.CheckConstraint(
         sa.column("status").in_(STATUS_VALUES),
         name="status",
@@ -150,4 +154,79 @@ stories = sa.Table(
     # sorted lists of language codes and feed names
     sa.Column("languages", sa.JSON, nullable=False),
     sa.Column("sources", sa.JSON, nullable=False),
+)
+
+# -- alerting (0003) ------------------------------------------------------------------------------
+
+DELIVERY_STATUS_VALUES = ("pending", "sent", "failed")
+
+topic_matches = sa.Table(
+    "topic_matches",
+    metadata,
+    # an article that matched a topic, with the explanation; message_id says which alert
+    # message reported it (null: not reported yet - it waits for a follow-up or the digest)
+    sa.Column("topic_id", sa.Text, primary_key=True),
+    sa.Column("article_id", sa.Text, sa.ForeignKey("articles.id"), primary_key=True),
+    sa.Column("story_id", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("passage", sa.Text, nullable=False),
+    sa.Column("passage_index", sa.Integer, nullable=False),
+    sa.Column("keywords", sa.JSON, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    # may it alert (false: indexed silently, e.g. old entries of a feed's first poll)
+    sa.Column("alertable", sa.Boolean, nullable=False),
+    sa.Column("matched_at", UTCDateTime, nullable=False),
+    sa.Column("message_id", sa.Text),
+    sa.Index(None, "topic_id", "story_id"),
+    sa.Index(None, "matched_at"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # alert_id_for(topic_id, story_id)
+    sa.Column("topic_id", sa.Text, nullable=False),
+    sa.Column("story_id", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("topic_id", "story_id"),
+)
+
+alert_messages = sa.Table(
+    "alert_messages",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("alert_id", sa.Text, sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # the frozen AlertMessage: every retry, on every channel, sends exactly this
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.UniqueConstraint("alert_id", "sequence"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    # the outbox: one row per message and channel, written with the message, before any send
+    sa.Column("message_id", sa.Text, sa.ForeignKey("alert_messages.id"), primary_key=True),
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(sa.column("status").in_(DELIVERY_STATUS_VALUES), name="status"),
+    sa.Index(None, "status", "next_attempt_at"),
+)
+
+topic_labels = sa.Table(
+    "topic_labels",
+    metadata,
+    # a user's judgement: is this article relevant to the topic (feedback for matching)
+    sa.Column("topic_id", sa.Text, primary_key=True),
+    sa.Column("article_id", sa.Text, sa.ForeignKey("articles.id"), primary_key=True),
+    sa.Column("relevant", sa.Boolean, nullable=False),
+    sa.Column("labelled_at", UTCDateTime, nullable=False),
 )

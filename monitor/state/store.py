@@ -12,9 +12,10 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from alerts.types import AlertMessage, AlertRecord, Delivery, DeliveryStatus, Match, StoredMatch
 from indexer.types import Story
 from monitor.errors import StorageError
-from monitor.state import _articles, _feeds, _stories
+from monitor.state import _alerts, _articles, _feeds, _stories
 from monitor.state import engine as engines
 from monitor.state import migrate as migrations
 from monitor.state._articles import Outcome
@@ -256,3 +257,102 @@ class SqlStateStore:
     def story_articles(self, story_id: str) -> list[Article]:
         with self._transaction(f"listing the articles of story {story_id!r}") as conn:
             return _articles.story_articles(conn, story_id)
+
+    # -- alerting (0003) ---------------------------------------------------------------------------
+
+    def due_for_matching(self, limit: int) -> list[str]:
+        with self._transaction("listing articles to match against the topics") as conn:
+            return _alerts.due_for_matching(conn, limit)
+
+    def record_matches(
+        self,
+        article_id: str,
+        story_id: str | None,
+        matches: Sequence[Match],
+        *,
+        alertable: bool,
+        now: datetime,
+    ) -> None:
+        what = f"recording the topic matches of article {article_id!r}"
+        with self._transaction(what, write=True) as conn:
+            _alerts.record_matches(conn, article_id, story_id, matches, alertable=alertable,
+                                   now=now)  # fmt: skip
+
+    def story_matches(self, topic_id: str, story_id: str) -> list[StoredMatch]:
+        what = f"reading the matches of topic {topic_id!r} in story {story_id!r}"
+        with self._transaction(what) as conn:
+            return _alerts.story_matches(conn, topic_id, story_id)
+
+    def list_matches(
+        self,
+        *,
+        topic_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredMatch]:
+        with self._transaction("listing topic matches") as conn:
+            return _alerts.list_matches(conn, topic_id=topic_id, since=since, until=until)
+
+    def save_alert_message(
+        self,
+        message: AlertMessage,
+        *,
+        article_ids: Sequence[str],
+        channels: Sequence[str],
+        now: datetime,
+    ) -> bool:
+        what = f"saving alert message {message.id!r} to the outbox"
+        with self._transaction(what, write=True) as conn:
+            return _alerts.save_message(conn, message, article_ids=article_ids,
+                                        channels=channels, now=now)  # fmt: skip
+
+    def due_deliveries(self, now: datetime, limit: int) -> list[tuple[Delivery, AlertMessage]]:
+        with self._transaction("listing due deliveries") as conn:
+            return _alerts.due_deliveries(conn, now, limit)
+
+    def next_delivery_at(self) -> datetime | None:
+        with self._transaction("reading the next delivery time") as conn:
+            return _alerts.next_delivery_at(conn)
+
+    def count_pending_deliveries(self) -> int:
+        with self._transaction("counting pending deliveries") as conn:
+            return _alerts.count_pending(conn)
+
+    def record_delivery(
+        self,
+        message_id: str,
+        channel: str,
+        *,
+        status: DeliveryStatus,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        what = f"recording delivery of {message_id!r} on channel {channel!r}"
+        with self._transaction(what, write=True) as conn:
+            _alerts.record_delivery(conn, message_id, channel, status=status, error=error,
+                                    next_attempt_at=next_attempt_at, now=now)  # fmt: skip
+
+    def list_alerts(
+        self,
+        *,
+        topic_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AlertRecord]:
+        with self._transaction("listing alerts") as conn:
+            return _alerts.list_alerts(conn, topic_id=topic_id, since=since, limit=limit)
+
+    def get_alert(self, alert_id: str) -> AlertRecord | None:
+        with self._transaction(f"reading alert {alert_id!r}") as conn:
+            return _alerts.get_alert(conn, alert_id)
+
+    def save_label(self, topic_id: str, article_id: str, relevant: bool, now: datetime) -> None:
+        what = f"saving a label of article {article_id!r} for topic {topic_id!r}"
+        with self._transaction(what, write=True) as conn:
+            _alerts.save_label(conn, topic_id, article_id, relevant, now)
+
+    def topic_labels(self, topic_id: str | None = None) -> list[tuple[str, str, bool]]:
+        """``(topic_id, article_id, relevant)`` in the order they were given."""
+        with self._transaction("reading topic labels") as conn:
+            return _alerts.labels(conn, topic_id)

@@ -1,0 +1,64 @@
+"""The Slack channel: a Block Kit message POSTed to an incoming-webhook URL.
+
+The webhook URL is the credential (anyone holding it can post to the channel), so it only
+leaves this module as the target of the POST: errors and log lines name the channel instead.
+Status handling is the webhook channel's (``alerts.channels.webhook.check_response``): Slack
+answers 429 with ``Retry-After`` when rate-limited, and 400 ``invalid_payload``, 403
+``action_prohibited`` or 404 ``no_service`` when retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+
+from alerts.channels.webhook import post
+from alerts.render import slack_payload
+from alerts.types import AlertMessage
+from monitor.config import DEFAULT_USER_AGENT, SlackChannelConfig
+from monitor.errors import ChannelError
+
+__all__ = ["SlackChannel"]
+
+log = logging.getLogger("newsmon.alerts.slack")
+
+
+class SlackChannel:
+    def __init__(
+        self,
+        name: str,
+        config: SlackChannelConfig,
+        *,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient()
+
+    async def send(self, message: AlertMessage) -> None:
+        if not self._config.enabled:
+            raise ChannelError(
+                self.name, "webhook_url is empty (is SLACK_WEBHOOK_URL set?)", permanent=True
+            )
+        body = json.dumps(slack_payload(message), ensure_ascii=False, separators=(",", ":"))
+        await post(
+            self._client,
+            self.name,
+            self._config.webhook_url.get_secret_value(),
+            body.encode("utf-8"),
+            httpx.Headers(
+                {
+                    "Content-Type": "application/json; charset=utf-8",
+                    "User-Agent": DEFAULT_USER_AGENT,
+                }
+            ),
+            timeout=self._config.timeout.total_seconds(),
+        )
+        log.debug("message %s sent via Slack channel %r", message.id, self.name)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

@@ -1,0 +1,160 @@
+"""Does an article match a topic, and why (pure: vectors in, an explained ``Match`` out).
+
+A topic is turned into a ``TopicProfile`` once (``alerts.profiles`` embeds its texts); each newly
+indexed article is then scored against every profile from its passage vectors, which the
+indexer has already computed, so matching costs a few small matrix products per article.
+
+The score of one passage ``p`` (all vectors L2-normalised, so a dot product is a cosine):
+
+    s(p) = max_q [cos(q, p) - cos(q, m_lang(p))] - contrast * cos(c, p)  +  example terms
+
+* ``q`` runs over the topic's query vectors (the description, and its name);
+* ``m_lang(p)`` is the mean direction of stored passages in ``p``'s language: the model rates
+  text in the query's own language higher whatever it says (the same bias ``newsmon search``
+  removes), so each language gets its own offset and one threshold serves all languages;
+* ``c`` is the topic's *context*: what coverage of the topic's wider subject looks like. Plain
+  cosine between a description and a passage mostly measures "is this about the same broad
+  subject" (here: the war in Ukraine and diplomacy), which hard negatives share; subtracting
+  part of the similarity to the context keeps what is specific to the topic. See
+  ``alerts.profiles`` for where ``c`` comes from, and README "Topic matching" for the
+  measurements behind the weights.
+* ``examples`` pull towards (``negatives`` and ``not relevant`` labels push away from) texts the
+  user gave; they only count when there are some.
+
+The article's score is its best passage's. It matches when the score reaches the topic's
+threshold (or the calibrated default), every ``include`` condition holds and no ``exclude``
+keyword occurs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alerts.keywords import found
+from alerts.types import Match, Topic
+from indexer.types import Matrix, Vector
+
+
+@dataclass(frozen=True, slots=True)
+class MatchPolicy:
+    """Scoring weights and the default threshold, calibrated for a model (``bench/quality.py``
+    ``--calibrate`` prints them; never tuned per topic by hand)."""
+
+    threshold: float
+    contrast: float = 0.5
+    #: weight of the similarity to the nearest example / relevant label
+    example_weight: float = 0.5
+    #: weight of the similarity to the nearest negative / not-relevant label
+    negative_weight: float = 0.5
+
+
+#: calibrated on tests/fixtures/topics/calibration.jsonl with the bundled model
+BUNDLED_POLICY = MatchPolicy(threshold=0.40)
+#: for other models nothing was calibrated; plain cosine with a conservative threshold
+GENERIC_POLICY = MatchPolicy(threshold=0.5, contrast=0.0)
+
+
+def policy_for(model_id: str) -> MatchPolicy:
+    return BUNDLED_POLICY if model_id.startswith("bundled:") else GENERIC_POLICY
+
+
+def _empty() -> Matrix:
+    return np.zeros((0, 0), dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicProfile:
+    topic: Topic
+    queries: Matrix  # (k, dim): the description and the name, embedded as queries
+    #: language -> (k,) offsets cos(q, m_lang); languages without one get their mean
+    offsets: Mapping[str, Vector] = field(default_factory=dict)
+    context: Vector | None = None  # (dim,)
+    positives: Matrix = field(default_factory=_empty)  # examples, relevant labels (documents)
+    negatives: Matrix = field(default_factory=_empty)  # negatives, not-relevant labels
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleView:
+    """What matching reads of an article."""
+
+    id: str
+    title: str
+    text: str
+    language: str
+    source: str
+
+
+def match_article(
+    profile: TopicProfile,
+    article: ArticleView,
+    passages: Sequence[tuple[int, str]],
+    vectors: Matrix,
+    policy: MatchPolicy,
+) -> Match:
+    """Score one article (its passages ``(index, text)`` and their vectors) against a topic."""
+    topic = profile.topic
+    threshold = topic.threshold if topic.threshold is not None else policy.threshold
+    scope = _out_of_scope(topic, article)
+    if scope or not passages:
+        return Match(topic.id, article.id, False, 0.0, threshold, "", -1,
+                     reason=scope or "no passages")  # fmt: skip
+    scores = passage_scores(profile, vectors, policy, article.language)
+    best = int(np.argmax(scores))
+    score = float(scores[best])
+    index, passage = passages[best]
+    keywords = found(topic.include, f"{article.title}\n{article.text}") if topic.include else ()
+    excluded = found(topic.exclude, f"{article.title}\n{article.text}") if topic.exclude else ()
+    if excluded:
+        verdict, reason = False, f"excluded keyword {excluded[0]!r}"
+    elif topic.include and not keywords:
+        verdict, reason = False, "none of the include keywords occurs"
+    elif score >= threshold:
+        verdict = True
+        reason = f"score {score:.2f} >= {threshold:.2f} (passage {index})"
+        if keywords:
+            reason += f"; keywords: {', '.join(keywords)}"
+    else:
+        verdict, reason = False, f"score {score:.2f} < {threshold:.2f}"
+    return Match(topic.id, article.id, verdict, score, threshold, passage, index, keywords, reason)
+
+
+def passage_scores(
+    profile: TopicProfile, vectors: Matrix, policy: MatchPolicy, language: str
+) -> Matrix:
+    """The decision score of every passage of an article in ``language`` (module docstring)."""
+    scores = (vectors @ profile.queries.T - language_offset(profile, language)).max(axis=1)
+    if profile.context is not None and policy.contrast:
+        scores = scores - policy.contrast * (vectors @ profile.context)
+    if profile.positives.size and policy.example_weight:
+        nearest = (vectors @ profile.positives.T).max(axis=1)
+        scores = scores + policy.example_weight * np.maximum(nearest - _baseline(vectors), 0.0)
+    if profile.negatives.size and policy.negative_weight:
+        nearest = (vectors @ profile.negatives.T).max(axis=1)
+        scores = scores - policy.negative_weight * np.maximum(nearest - _baseline(vectors), 0.0)
+    return np.asarray(scores, dtype=np.float32)
+
+
+def language_offset(profile: TopicProfile, language: str) -> Vector | float:
+    if not profile.offsets:
+        return 0.0
+    offset = profile.offsets.get(language)
+    if offset is None:
+        return np.mean(np.stack(list(profile.offsets.values())), axis=0)  # type: ignore[no-any-return]
+    return offset
+
+
+def _baseline(vectors: Matrix) -> float:
+    # E5 similarities between unrelated news passages sit around 0.75-0.8 (its cosines are
+    # compressed into the upper range): only similarity above that says "like this example"
+    return 0.8
+
+
+def _out_of_scope(topic: Topic, article: ArticleView) -> str | None:
+    if topic.languages and article.language not in topic.languages:
+        return f"language {article.language} not in {', '.join(topic.languages)}"
+    if topic.sources and article.source not in topic.sources:
+        return f"source {article.source!r} not among the topic's sources"
+    return None

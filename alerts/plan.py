@@ -1,0 +1,132 @@
+"""Which alert message, if any, a story's matches call for (pure; takes ``now``).
+
+One alert per (topic, story). Its first message reports every matching article of the story
+known at that moment. Articles that match later join the alert's record; they cause a
+follow-up message only when the story grows materially - first coverage in a language the
+alert has not reported yet, or several outlets it has not reported yet - and at most
+``max_follow_ups`` times. Everything else waits for the digest. Near-duplicates never reach
+this point (the indexer folds them into their original), so a syndicated copy never alerts.
+
+Whether an article may alert at all is decided when it is matched (``may_alert``): on a feed's
+first poll its backlog is history, so only entries published within ``alert_backfill`` count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from alerts.types import (
+    AlertArticle,
+    AlertMessage,
+    MessageKind,
+    StoredMatch,
+    Topic,
+    alert_id_for,
+    message_id_for,
+)
+from indexer.types import Story
+from monitor.types import Article
+
+#: articles shown in one message, best first (the record keeps all of them)
+MAX_ARTICLES_PER_MESSAGE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpPolicy:
+    #: a language the alert has not reported yet triggers a follow-up
+    on_new_language: bool = True
+    #: this many outlets the alert has not reported yet trigger a follow-up
+    new_sources: int = 3
+    max_follow_ups: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMessage:
+    message: AlertMessage
+    article_ids: tuple[str, ...]  # the matches this message reports
+
+
+def may_alert(article: Article, now: datetime, backfill: timedelta) -> bool:
+    """False for a first-poll entry older than ``backfill`` (or undated): indexed silently."""
+    if not article.first_poll:
+        return True
+    return article.published_at is not None and article.published_at >= now - backfill
+
+
+def plan_message(
+    topic: Topic,
+    story: Story,
+    matches: Sequence[StoredMatch],
+    previous: Sequence[AlertMessage],
+    now: datetime,
+    policy: FollowUpPolicy = FollowUpPolicy(),
+) -> PlannedMessage | None:
+    """The next message of the (topic, story) alert, or None when nothing is due."""
+    waiting = [m for m in matches if m.message_id is None]
+    if not any(m.alertable for m in waiting):
+        return None  # nothing new that may alert (silent backlog, or all reported)
+    if not previous:
+        return _message(topic, story, waiting, 0, MessageKind.NEW, _first_reason(waiting), now)
+    if len(previous) - 1 >= policy.max_follow_ups:
+        return None
+    reason = growth(previous, [m for m in waiting if m.alertable], policy)
+    if reason is None:
+        return None
+    sequence = max(p.sequence for p in previous) + 1
+    return _message(topic, story, waiting, sequence, MessageKind.FOLLOW_UP, reason, now)
+
+
+def growth(
+    previous: Sequence[AlertMessage], new: Sequence[StoredMatch], policy: FollowUpPolicy
+) -> str | None:
+    """Why the story grew materially since the messages sent so far (None: it did not)."""
+    languages = {a.language for p in previous for a in p.articles}
+    sources = {a.source for p in previous for a in p.articles}
+    new_languages = sorted({m.article.language for m in new} - languages)
+    new_sources = sorted({m.article.source for m in new} - sources)
+    if policy.on_new_language and new_languages:
+        return f"first coverage in {', '.join(new_languages)}"
+    if len(new_sources) >= policy.new_sources:
+        return f"{len(new_sources)} more outlets: {', '.join(new_sources)}"
+    return None
+
+
+def _first_reason(matches: Sequence[StoredMatch]) -> str:
+    languages = sorted({m.article.language for m in matches})
+    count = len(matches)
+    noun = "article" if count == 1 else "articles"
+    return f"new story: {count} matching {noun} ({', '.join(languages)})"
+
+
+def _message(
+    topic: Topic,
+    story: Story,
+    matches: Sequence[StoredMatch],
+    sequence: int,
+    kind: MessageKind,
+    reason: str,
+    now: datetime,
+) -> PlannedMessage:
+    alert_id = alert_id_for(topic.id, story.id)
+    ranked: list[AlertArticle] = sorted(
+        (m.article for m in matches), key=lambda a: (-a.score, a.published_at, a.article_id)
+    )
+    message = AlertMessage(
+        id=message_id_for(alert_id, sequence),
+        alert_id=alert_id,
+        sequence=sequence,
+        kind=kind,
+        topic_id=topic.id,
+        topic_name=topic.name,
+        story_id=story.id,
+        headline=story.headline,
+        created_at=now,
+        reason=reason,
+        articles=tuple(ranked[:MAX_ARTICLES_PER_MESSAGE]),
+        story_languages=story.languages,
+        story_sources=story.sources,
+        story_article_count=story.article_count,
+    )
+    return PlannedMessage(message, tuple(m.article.article_id for m in matches))

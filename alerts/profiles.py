@@ -1,0 +1,77 @@
+"""Turning topics into matching profiles: the I/O half of matching (embedding, stored vectors).
+
+A profile is rebuilt when its inputs change: the topics in the config, the language means of
+the stored coverage (refreshed every ``PROFILE_TTL``) and the user's relevance labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from alerts.matching import TopicProfile
+from alerts.types import Topic
+from indexer.types import Matrix, Vector
+from monitor.errors import TopicError
+
+if TYPE_CHECKING:
+    from indexer.embed import Embedder
+    from monitor.config import TopicConfig
+
+
+def topic_from_config(config: TopicConfig) -> Topic:
+    return Topic(
+        id=config.id,
+        name=config.name,
+        description=config.description,
+        channels=config.channels,
+        languages=config.languages,
+        sources=config.sources,
+        include=config.include,
+        exclude=config.exclude,
+        threshold=config.threshold,
+        examples=config.examples,
+        negatives=config.negatives,
+    )
+
+
+def query_texts(topic: Topic) -> list[str]:
+    """What a topic is searched for: its description, and its name (short, to the point)."""
+    return [topic.description, topic.name]
+
+
+def build_profile(
+    topic: Topic,
+    embedder: Embedder,
+    *,
+    means: Mapping[str, Vector],
+    context: Vector | None,
+    relevant: Sequence[Vector] = (),
+    not_relevant: Sequence[Vector] = (),
+) -> TopicProfile:
+    """Embed the topic's texts; ``relevant`` / ``not_relevant`` are vectors of articles the
+    user labelled, joining the topic's examples and negatives."""
+    try:
+        queries = embedder.embed_queries(query_texts(topic))
+        examples = embedder.embed_documents(list(topic.examples)) if topic.examples else None
+        negatives = embedder.embed_documents(list(topic.negatives)) if topic.negatives else None
+    except Exception as e:
+        raise TopicError(topic.id, f"cannot embed the topic's texts: {e}") from e
+    offsets = {lang: (queries @ mean).astype(np.float32) for lang, mean in means.items()}
+    return TopicProfile(
+        topic=topic,
+        queries=queries,
+        offsets=offsets,
+        context=context,
+        positives=_rows(examples, relevant),
+        negatives=_rows(negatives, not_relevant),
+    )
+
+
+def _rows(embedded: Matrix | None, extra: Sequence[Vector]) -> Matrix:
+    parts = [m for m in (embedded, np.stack(extra) if extra else None) if m is not None]
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32)

@@ -1,0 +1,213 @@
+"""The alerting stage: indexed article -> topic matches -> alert messages in the outbox.
+
+It runs right after an article is indexed (in the indexing worker's thread), reading the
+passage vectors the indexer stored, so no text is embedded twice. Its progress is recorded on
+the article (``matched_at``): a crash between indexing and matching is resumed by the service's
+sweep, and an article is matched once - re-indexing with a new model never alerts again.
+The decisions are pure (``alerts.matching``, ``alerts.plan``); this module sequences the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article
+from alerts.plan import FollowUpPolicy, may_alert, plan_message
+from alerts.profiles import build_profile
+from alerts.types import AlertMessage, Match, Topic, alert_id_for
+from indexer.means import language_means, overall_mean
+from indexer.types import Matrix, SearchFilter, Vector
+from monitor.types import Article, ArticleStatus, utcnow
+
+if TYPE_CHECKING:
+    from indexer.embed import Embedder
+    from indexer.store import VectorStore
+    from monitor.state import StateStore
+
+log = logging.getLogger("newsmon.alerts")
+
+#: profiles are rebuilt this often (the language means drift as coverage accumulates)
+PROFILE_TTL_SECONDS = 600.0
+#: passages a backtest considers per topic query (its candidates for exact scoring)
+BACKTEST_CANDIDATES = 3000
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleVerdict:
+    """A backtest row: one article's match against a topic."""
+
+    article: Article
+    match: Match
+    #: the verdict without the user's labels (``topics test`` shows what the labels changed)
+    without_labels: Match | None = None
+
+
+@dataclass
+class AlertStage:
+    store: StateStore
+    vectors: VectorStore
+    embedder: Embedder
+    collection: str
+    topics: tuple[Topic, ...]
+    #: channels that are configured and enabled (a Slack channel without URL is not)
+    channels: frozenset[str]
+    languages: tuple[str, ...]
+    backfill: timedelta
+    policy: MatchPolicy
+    follow_up: FollowUpPolicy = field(default_factory=FollowUpPolicy)
+    clock: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+    _profiles: dict[str, TopicProfile] | None = field(default=None, init=False, repr=False)
+    _profiles_key: object = field(default=None, init=False, repr=False)
+    _built_at: float = field(default=0.0, init=False, repr=False)
+
+    # -- the stage
+
+    def process(self, article_id: str) -> list[AlertMessage]:
+        """Match one indexed article against every topic; returns the messages it queued."""
+        article = self.store.get_article(article_id)
+        if article is None or article.status is not ArticleStatus.INDEXED or article.matched_at:
+            return []
+        now = self.clock()
+        alertable = may_alert(article, now, self.backfill)
+        matches = self.match(article) if self.topics else []
+        self.store.record_matches(article.id, article.story_id, matches, alertable=alertable,
+                                  now=now)  # fmt: skip
+        if not alertable or article.story_id is None:
+            return []
+        planned = (self._plan(m.topic_id, article.story_id, now) for m in matches if m.matched)
+        return [message for message in planned if message is not None]
+
+    def match(self, article: Article, *, labels: bool = True) -> list[Match]:
+        """The article against every topic (an article without vectors matches nothing: a
+        near-duplicate is represented by its original)."""
+        passages, vectors = self._passages(article.id)
+        if not passages:
+            return []
+        view = _view(article)
+        return [
+            match_article(profile, view, passages, vectors, self.policy)
+            for profile in self.profiles(labels=labels).values()
+        ]
+
+    def _plan(self, topic_id: str, story_id: str, now: datetime) -> AlertMessage | None:
+        topic = next(t for t in self.topics if t.id == topic_id)
+        story = self.store.get_stories([story_id]).get(story_id)
+        if story is None:
+            return None
+        record = self.store.get_alert(alert_id_for(topic_id, story_id))
+        previous = record.messages if record else ()
+        matches = self.store.story_matches(topic_id, story_id)
+        planned = plan_message(topic, story, matches, previous, now, self.follow_up)
+        if planned is None:
+            return None
+        channels = [c for c in topic.channels if c in self.channels]
+        saved = self.store.save_alert_message(planned.message, article_ids=planned.article_ids,
+                                              channels=channels, now=now)  # fmt: skip
+        if not saved:
+            return None
+        log.info("alert %s: topic %r, story %r: %s", planned.message.id, topic.id,
+                 story.headline, planned.message.reason)  # fmt: skip
+        return planned.message
+
+    # -- profiles
+
+    def profiles(self, *, labels: bool = True) -> dict[str, TopicProfile]:
+        """The topics' profiles, rebuilt when stale or when the labels changed."""
+        stored = self.store.topic_labels() if labels else []
+        key = (tuple(stored), labels)
+        fresh = self.monotonic() - self._built_at < PROFILE_TTL_SECONDS
+        if self._profiles is not None and fresh and key == self._profiles_key:
+            return self._profiles
+        means = language_means(self.vectors, self.collection, self.languages)
+        context = overall_mean(means)
+        profiles = {}
+        for topic in self.topics:
+            relevant, not_relevant = self._label_vectors(topic.id, stored)
+            profiles[topic.id] = build_profile(
+                topic, self.embedder, means=means, context=context,
+                relevant=relevant, not_relevant=not_relevant,
+            )  # fmt: skip
+        self._profiles, self._profiles_key, self._built_at = profiles, key, self.monotonic()
+        return profiles
+
+    def _label_vectors(
+        self, topic_id: str, stored: Sequence[tuple[str, str, bool]]
+    ) -> tuple[list[Vector], list[Vector]]:
+        relevant: list[Vector] = []
+        not_relevant: list[Vector] = []
+        for label_topic, article_id, is_relevant in stored:
+            if label_topic != topic_id:
+                continue
+            lead = self._lead_vector(article_id)
+            if lead is not None:
+                (relevant if is_relevant else not_relevant).append(lead)
+        return relevant, not_relevant
+
+    def _lead_vector(self, article_id: str) -> Vector | None:
+        points = self.vectors.article_points(self.collection, article_id, with_vectors=True)
+        return next((v for p, v in points if v is not None and p.passage_index == 0), None)
+
+    def _passages(self, article_id: str) -> tuple[list[tuple[int, str]], Matrix]:
+        points = self.vectors.article_points(self.collection, article_id, with_vectors=True)
+        rows = [(p.passage_index, p.text, v) for p, v in points if v is not None]
+        if not rows:
+            return [], np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return [(i, t) for i, t, _ in rows], np.stack([v for _, _, v in rows])
+
+    # -- backtest (``newsmon topics test``)
+
+    def backtest(
+        self, topic_id: str, *, since: datetime | None, until: datetime | None = None
+    ) -> list[ArticleVerdict]:
+        """Every stored article the topic matches (or nearly does) in the window, with and
+        without the user's labels, best first."""
+        profile = self.profiles()[topic_id]
+        plain = self.profiles(labels=False)[topic_id]
+        candidates = self._candidates(profile, since, until)
+        articles = self.store.get_articles(candidates)
+        verdicts: list[ArticleVerdict] = []
+        for article_id in candidates:
+            article = articles.get(article_id)
+            if article is None:
+                continue
+            passages, vectors = self._passages(article_id)
+            if not passages:
+                continue
+            view = _view(article)
+            with_labels = match_article(profile, view, passages, vectors, self.policy)
+            without = match_article(plain, view, passages, vectors, self.policy)
+            verdicts.append(ArticleVerdict(article, with_labels, without))
+        return sorted(verdicts, key=lambda v: (-v.match.score, v.article.id))
+
+    def _candidates(
+        self, profile: TopicProfile, since: datetime | None, until: datetime | None
+    ) -> list[str]:
+        """Articles worth scoring exactly: each query's best passages in each language (one
+        search per language, since the score corrects for language and raw cosine does not)."""
+        found: dict[str, None] = {}
+        every: list[tuple[str, ...]] = [(lang,) for lang in self.languages] or [()]
+        for languages in every:
+            flt = SearchFilter(languages=languages, since=since, until=until)
+            for query in profile.queries:
+                for hit in self.vectors.search(self.collection, query, filter=flt,
+                                               limit=BACKTEST_CANDIDATES):  # fmt: skip
+                    found.setdefault(hit.payload.article_id)
+        return list(found)
+
+
+def _view(article: Article) -> ArticleView:
+    return ArticleView(
+        id=article.id,
+        title=article.title,
+        text=article.text or article.feed_text,
+        language=article.language or article.feed_language,
+        source=article.feed,
+    )

@@ -1,0 +1,248 @@
+"""Pure alerting decisions: keywords, matching arithmetic, alert planning, retry schedule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from alerts.dispatch import RetryPolicy, next_attempt
+from alerts.keywords import found
+from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article
+from alerts.plan import FollowUpPolicy, may_alert, plan_message
+from alerts.types import (
+    AlertArticle,
+    MessageKind,
+    StoredMatch,
+    Topic,
+    alert_id_for,
+    message_from_json,
+    message_to_json,
+)
+from indexer.types import Story
+from monitor.errors import ChannelError
+from monitor.types import Article, ArticleStatus
+
+NOW = datetime(2026, 2, 10, 12, 0, tzinfo=UTC)
+TOPIC = Topic(id="abu-dhabi-talks", name="Abu Dhabi talks", description="talks", channels=("a",))
+
+
+# -- keywords -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text", "hit"),
+    [
+        ("Donbas", "Truppen im Donbass-Gebiet", True),  # word start: inflections and compounds
+        ("Донбас", "вивести війська з Донбасу", True),
+        ("Донбасс", "из Донбасса", True),
+        ("Abu Dhabi", "talks in ABU  DHABI on Friday", True),  # case, spacing
+        ("Abu Dhabi", "Abu-Dhabi-Gespräche", True),  # hyphenated
+        ("UAE$", "the UAEs", False),  # `$`: whole word only
+        ("UAE$", "the UAE hosted", True),
+        ("ёлка", "Елка", True),  # ё counts as е
+        ("guarantee", "bankguarantee", False),  # not inside a word
+    ],
+)
+def test_keywords_match_at_word_starts(keyword: str, text: str, hit: bool) -> None:
+    assert bool(found([keyword], text)) is hit
+
+
+# -- matching -----------------------------------------------------------------------------------
+
+
+def _unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _profile(**overrides: object) -> TopicProfile:
+    values: dict[str, object] = {"topic": TOPIC, "queries": np.stack([_unit(1, 0, 0, 0)])}
+    values.update(overrides)
+    return TopicProfile(**values)  # type: ignore[arg-type]
+
+
+ARTICLE = ArticleView("a1", "Talks in Abu Dhabi", "Delegations met.", "en", "wire")
+PLAIN = MatchPolicy(threshold=0.5, contrast=0.0)
+
+
+def test_the_best_passage_decides_and_is_reported() -> None:
+    vectors = np.stack([_unit(0, 1, 0, 0), _unit(1, 0.2, 0, 0)])
+    match = match_article(_profile(), ARTICLE, [(0, "lead"), (1, "body")], vectors, PLAIN)
+    assert match.matched
+    assert match.passage == "body"
+    assert match.passage_index == 1
+    assert match.score == pytest.approx(float(_unit(1, 0.2, 0, 0)[0]))
+    assert "passage 1" in match.reason
+
+
+def test_language_offset_shifts_the_score_per_language() -> None:
+    vectors = np.stack([_unit(1, 1, 0, 0)])  # cosine 0.707 with the query
+    offsets = {"en": np.array([0.3], dtype=np.float32), "uk": np.array([0.1], dtype=np.float32)}
+    profile = _profile(offsets=offsets)
+    en = match_article(profile, ARTICLE, [(0, "x")], vectors, PLAIN)
+    uk = match_article(profile, replace(ARTICLE, language="uk"), [(0, "x")], vectors, PLAIN)
+    assert en.score == pytest.approx(0.707 - 0.3, abs=1e-3)
+    assert not en.matched
+    assert uk.score == pytest.approx(0.707 - 0.1, abs=1e-3)
+    assert uk.matched
+    # a language without an offset gets the mean offset
+    de = match_article(profile, replace(ARTICLE, language="de"), [(0, "x")], vectors, PLAIN)
+    assert de.score == pytest.approx(0.707 - 0.2, abs=1e-3)
+
+
+def test_context_contrast_subtracts_the_broad_subject() -> None:
+    vectors = np.stack([_unit(1, 1, 0, 0)])
+    profile = _profile(context=_unit(0, 1, 0, 0))
+    policy = MatchPolicy(threshold=0.5, contrast=0.5)
+    match = match_article(profile, ARTICLE, [(0, "x")], vectors, policy)
+    assert match.score == pytest.approx(0.707 - 0.5 * 0.707, abs=1e-3)
+    assert not match.matched
+
+
+def test_include_exclude_and_scope_are_explained() -> None:
+    vectors = np.stack([_unit(1, 0, 0, 0)])
+    include = _profile(topic=replace(TOPIC, include=("Emirates",)))
+    miss = match_article(include, ARTICLE, [(0, "x")], vectors, PLAIN)
+    assert not miss.matched
+    assert "include" in miss.reason
+    hit = match_article(
+        _profile(topic=replace(TOPIC, include=("Abu Dhabi",))), ARTICLE, [(0, "x")], vectors,
+        PLAIN,
+    )  # fmt: skip
+    assert hit.matched
+    assert hit.keywords == ("Abu Dhabi",)
+    assert "Abu Dhabi" in hit.reason
+    excluded = _profile(topic=replace(TOPIC, exclude=("Delegation",)))
+    out = match_article(excluded, ARTICLE, [(0, "x")], vectors, PLAIN)
+    assert not out.matched
+    assert "excluded keyword" in out.reason
+    ru_only = _profile(topic=replace(TOPIC, languages=("ru",)))
+    assert "language en" in match_article(ru_only, ARTICLE, [(0, "x")], vectors, PLAIN).reason
+    assert match_article(_profile(topic=replace(TOPIC, threshold=0.99)), ARTICLE, [(0, "x")],
+                         np.stack([_unit(1, 0.2, 0, 0)]), PLAIN).matched is False  # fmt: skip
+
+
+def test_examples_pull_and_negatives_push() -> None:
+    passage = _unit(0.6, 1, 0, 0)  # cosine 0.51 with the query
+    vectors = np.stack([passage])
+    policy = MatchPolicy(threshold=0.55, contrast=0.0, example_weight=1.0, negative_weight=1.0)
+    assert not match_article(_profile(), ARTICLE, [(0, "x")], vectors, policy).matched
+    with_example = _profile(positives=np.stack([passage]))
+    assert match_article(with_example, ARTICLE, [(0, "x")], vectors, policy).matched
+    with_negative = _profile(negatives=np.stack([passage]))
+    low = match_article(with_negative, ARTICLE, [(0, "x")], vectors, policy)
+    assert low.score < 0.51
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+STORY = Story("st1", "Talks resume in Abu Dhabi", NOW, NOW, 3, ("de", "en"), ("a", "b"), "x")
+
+
+def _match(aid: str, lang: str, source: str, *, alertable: bool = True,
+           message: str | None = None, score: float = 0.6) -> StoredMatch:  # fmt: skip
+    article = AlertArticle(aid, f"https://{source}.example/{aid}", f"title {aid}", lang, source,
+                           NOW, score, "passage")  # fmt: skip
+    return StoredMatch(TOPIC.id, STORY.id, article, alertable, NOW, "r", message)
+
+
+def test_first_message_reports_every_match_best_first() -> None:
+    matches = [_match("a1", "en", "wire", score=0.5), _match("a2", "de", "zeit", score=0.7)]
+    planned = plan_message(TOPIC, STORY, matches, [], NOW)
+    assert planned is not None
+    message = planned.message
+    assert message.kind is MessageKind.NEW
+    assert message.sequence == 0
+    assert message.alert_id == alert_id_for(TOPIC.id, STORY.id)
+    assert [a.article_id for a in message.articles] == ["a2", "a1"]
+    assert set(planned.article_ids) == {"a1", "a2"}
+    assert message.headline == STORY.headline
+    assert "2 matching articles (de, en)" in message.reason
+    assert message_from_json(message_to_json(message)) == message  # the outbox round trip
+
+
+def test_silent_backlog_never_opens_an_alert() -> None:
+    assert plan_message(TOPIC, STORY, [_match("a1", "en", "wire", alertable=False)], [],
+                        NOW) is None  # fmt: skip
+
+
+def test_follow_up_only_when_the_story_grows_materially() -> None:
+    first = plan_message(TOPIC, STORY, [_match("a1", "en", "wire")], [], NOW)
+    assert first is not None
+    sent = [first.message]
+    reported = [_match("a1", "en", "wire", message=first.message.id)]
+    same_language = [*reported, _match("a2", "en", "bbc"), _match("a3", "en", "wire")]
+    assert plan_message(TOPIC, STORY, same_language, sent, NOW) is None  # waits for the digest
+    new_language = [*same_language, _match("a4", "uk", "pravda")]
+    follow = plan_message(TOPIC, STORY, new_language, sent, NOW)
+    assert follow is not None
+    assert follow.message.kind is MessageKind.FOLLOW_UP
+    assert follow.message.sequence == 1
+    assert follow.message.reason == "first coverage in uk"
+    assert set(follow.article_ids) == {"a2", "a3", "a4"}  # the waiting ones join it
+    many_outlets = reported + [_match(f"b{i}", "en", f"outlet{i}") for i in range(3)]
+    grown = plan_message(TOPIC, STORY, many_outlets, sent, NOW)
+    assert grown is not None
+    assert grown.message.reason.startswith("3 more outlets")
+
+
+def test_follow_ups_are_capped() -> None:
+    policy = FollowUpPolicy(max_follow_ups=1)
+    first = plan_message(TOPIC, STORY, [_match("a1", "en", "wire")], [], NOW)
+    assert first is not None
+    second = plan_message(TOPIC, STORY, [_match("a2", "uk", "x")], [first.message], NOW, policy)
+    assert second is not None
+    third = plan_message(TOPIC, STORY, [_match("a3", "ru", "y")],
+                         [first.message, second.message], NOW, policy)  # fmt: skip
+    assert third is None
+
+
+def _article(**overrides: object) -> Article:
+    values: dict[str, object] = {
+        "id": "a", "feed": "f", "url": "u", "canonical_url": "u", "guid": None, "title": "t",
+        "feed_text": "", "feed_language": "en", "status": ArticleStatus.INDEXED,
+        "discovered_at": NOW, "updated_at": NOW,
+    }  # fmt: skip
+    values.update(overrides)
+    return Article(**values)  # type: ignore[arg-type]
+
+
+def test_backfill_keeps_a_new_feeds_old_entries_silent() -> None:
+    day = timedelta(hours=24)
+    assert may_alert(_article(published_at=NOW - timedelta(days=30)), NOW, day)  # later poll
+    assert may_alert(_article(first_poll=True, published_at=NOW - timedelta(hours=3)), NOW, day)
+    assert not may_alert(_article(first_poll=True, published_at=NOW - timedelta(days=2)), NOW, day)
+    assert not may_alert(_article(first_poll=True, published_at=None), NOW, day)
+
+
+# -- retry schedule -----------------------------------------------------------------------------
+
+
+def test_retry_backs_off_exponentially_then_gives_up() -> None:
+    policy = RetryPolicy(first_delay=timedelta(seconds=30), max_delay=timedelta(minutes=10),
+                         max_attempts=6, jitter=0.0)  # fmt: skip
+    transient = ChannelError("slack", "HTTP 500")
+    delays = [next_attempt(n, transient, NOW, policy) for n in range(1, 7)]
+    assert [(d - NOW).total_seconds() if d else None for d in delays] == [
+        30,
+        60,
+        120,
+        240,
+        480,
+        None,
+    ]
+    capped = RetryPolicy(first_delay=timedelta(seconds=30), max_delay=timedelta(minutes=10),
+                         max_attempts=50, jitter=0.0)  # fmt: skip
+    assert next_attempt(20, transient, NOW, capped) == NOW + timedelta(minutes=10)
+
+
+def test_retry_after_and_permanent_errors() -> None:
+    policy = RetryPolicy(jitter=0.0)
+    slow_down = ChannelError("slack", "HTTP 429", retry_after=120)
+    assert next_attempt(1, slow_down, NOW, policy) == NOW + timedelta(seconds=120)
+    assert next_attempt(1, ChannelError("mail", "535 auth", permanent=True), NOW, policy) is None
+    jittered = next_attempt(1, ChannelError("x", "y"), NOW, RetryPolicy(jitter=0.1), rand=1.0)
+    assert jittered == NOW + timedelta(seconds=33)

@@ -1,0 +1,215 @@
+"""The alert outbox in the state store (SQLite and PostgreSQL) and the dispatcher working it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from alerts.channels import RecordingChannel
+from alerts.dispatch import Dispatcher, RetryPolicy
+from alerts.plan import plan_message
+from alerts.types import DeliveryStatus, Match, Topic
+from monitor.errors import ChannelError
+from monitor.state import SqlStateStore
+from tests.test_state import FEEDS, T0, _fetched, _story
+
+TOPIC = Topic(id="abu-dhabi-talks", name="Abu Dhabi talks", description="d",
+              channels=("mail", "slack"))  # fmt: skip
+
+
+@pytest.fixture
+def store(empty_store: SqlStateStore) -> SqlStateStore:
+    empty_store.sync_feeds(FEEDS, T0)
+    return empty_store
+
+
+def _indexed(store: SqlStateStore, *ids: str, story: str = "s1") -> None:
+    _fetched(store, *ids)
+    for n, aid in enumerate(ids):
+        store.mark_indexed(aid, model="m", story=_story(story, count=n + 1), near_duplicate_of=None,
+                           now=T0)  # fmt: skip
+
+
+def _match(aid: str, score: float = 0.61) -> Match:
+    return Match(TOPIC.id, aid, True, score, 0.4, f"passage of {aid}", 0, ("Abu Dhabi",), "why")
+
+
+def _queue_first_message(store: SqlStateStore) -> str:
+    _indexed(store, "a1", "a2")
+    store.record_matches("a1", "s1", [_match("a1")], alertable=True, now=T0)
+    store.record_matches("a2", "s1", [_match("a2", 0.7)], alertable=True, now=T0)
+    planned = plan_message(TOPIC, _story("s1"), store.story_matches(TOPIC.id, "s1"), [], T0)
+    assert planned is not None
+    assert store.save_alert_message(planned.message, article_ids=planned.article_ids,
+                                    channels=["mail", "slack"], now=T0)  # fmt: skip
+    return planned.message.id
+
+
+def test_matching_is_recorded_once_per_article(store: SqlStateStore) -> None:
+    _indexed(store, "a1", "a2")
+    assert store.due_for_matching(10) == ["a1", "a2"]
+    store.record_matches("a1", "s1", [_match("a1"), Match(TOPIC.id, "a1", False, 0.1, 0.4, "",
+                                                          -1)], alertable=True, now=T0)  # fmt: skip
+    assert store.due_for_matching(10) == ["a2"]
+    [stored] = store.story_matches(TOPIC.id, "s1")  # only positive matches are kept
+    assert stored.article.article_id == "a1"
+    assert stored.article.keywords == ("Abu Dhabi",)
+    assert stored.article.url == "https://kyiv.example/a1"
+    assert stored.article.language == "uk"
+    assert stored.alertable
+    assert stored.message_id is None
+    # re-indexing (a new model) does not make an article due for matching again
+    store.reset_index(None, T0)
+    for aid in ("a1", "a2"):
+        store.mark_indexed(aid, model="m2", story=_story("s1"), near_duplicate_of=None, now=T0)
+    assert store.due_for_matching(10) == ["a2"]
+
+
+def test_the_outbox_write_is_complete_and_idempotent(store: SqlStateStore) -> None:
+    message_id = _queue_first_message(store)
+    [record] = store.list_alerts()
+    assert [m.id for m in record.messages] == [message_id]
+    assert {a.article_id for a in record.articles} == {"a1", "a2"}
+    assert {(d.channel, d.status) for d in record.deliveries} == {
+        ("mail", DeliveryStatus.PENDING), ("slack", DeliveryStatus.PENDING)
+    }  # fmt: skip
+    assert all(m.message_id == message_id for m in store.story_matches(TOPIC.id, "s1"))
+    again = record.messages[0]
+    assert not store.save_alert_message(again, article_ids=["a1"], channels=["mail"], now=T0)
+    assert len(store.due_deliveries(T0, 10)) == 2
+    assert store.count_pending_deliveries() == 2
+
+
+def test_delivery_outcomes_are_recorded(store: SqlStateStore) -> None:
+    message_id = _queue_first_message(store)
+    later = T0 + timedelta(minutes=5)
+    store.record_delivery(message_id, "mail", status=DeliveryStatus.SENT, error=None,
+                          next_attempt_at=None, now=T0)  # fmt: skip
+    store.record_delivery(message_id, "slack", status=DeliveryStatus.PENDING, error="HTTP 500",
+                          next_attempt_at=later, now=T0)  # fmt: skip
+    assert store.due_deliveries(T0, 10) == []
+    assert store.next_delivery_at() == later
+    [(delivery, message)] = store.due_deliveries(later, 10)
+    assert (delivery.channel, delivery.attempts, delivery.last_error) == ("slack", 1, "HTTP 500")
+    assert message.id == message_id
+    assert message.articles[0].article_id == "a2"
+    [record] = store.list_alerts(topic_id=TOPIC.id)
+    sent = next(d for d in record.deliveries if d.channel == "mail")
+    assert sent.status is DeliveryStatus.SENT
+    assert sent.sent_at == T0
+    assert store.list_alerts(topic_id="other") == []
+
+
+def test_labels_are_stored_and_replaced(store: SqlStateStore) -> None:
+    _indexed(store, "a1", "a2")
+    store.save_label(TOPIC.id, "a1", True, T0)
+    store.save_label(TOPIC.id, "a2", False, T0)
+    store.save_label(TOPIC.id, "a1", False, T0 + timedelta(seconds=1))
+    assert sorted(store.topic_labels(TOPIC.id)) == [(TOPIC.id, "a1", False),
+                                                    (TOPIC.id, "a2", False)]  # fmt: skip
+
+
+# -- the dispatcher -------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        return self.now
+
+
+def _dispatcher(store: SqlStateStore, clock: Clock, **channels: RecordingChannel) -> Dispatcher:
+    policy = RetryPolicy(first_delay=timedelta(seconds=30), max_attempts=3, jitter=0.0)
+    return Dispatcher(store=store, channels=channels, policy=policy, clock=clock)
+
+
+def test_a_failing_channel_never_blocks_another_and_is_retried(store: SqlStateStore) -> None:
+    message_id = _queue_first_message(store)
+    mail, slack = RecordingChannel("mail"), RecordingChannel("slack")
+    slack.fail_next(1, ChannelError("slack", "HTTP 500"))
+    clock = Clock()
+    dispatcher = _dispatcher(store, clock, mail=mail, slack=slack)
+    report = asyncio.run(dispatcher.deliver_due())
+    assert (report.sent, report.retrying, report.failed) == (1, 1, 0)
+    assert [m.id for m in mail.sent] == [message_id]
+    assert slack.sent == []
+    assert asyncio.run(dispatcher.deliver_due()).sent == 0  # not due before its backoff
+    clock.now = T0 + timedelta(seconds=31)
+    assert asyncio.run(dispatcher.deliver_due()).sent == 1
+    assert [m.id for m in slack.sent] == [message_id]
+    assert len(mail.sent) == 1  # an acknowledged delivery is never sent again
+    assert store.count_pending_deliveries() == 0
+
+
+def test_permanent_errors_and_exhausted_retries_fail_with_the_error(store: SqlStateStore) -> None:
+    _queue_first_message(store)
+    mail, slack = RecordingChannel("mail"), RecordingChannel("slack")
+    mail.fail_next(1, ChannelError("mail", "535 authentication failed", permanent=True))
+    slack.fail_next(10, ChannelError("slack", "HTTP 503"))
+    clock = Clock()
+    dispatcher = _dispatcher(store, clock, mail=mail, slack=slack)
+    for _ in range(4):
+        asyncio.run(dispatcher.deliver_due())
+        clock.now += timedelta(hours=1)
+    [record] = store.list_alerts()
+    states = {d.channel: (d.status, d.attempts, d.last_error) for d in record.deliveries}
+    assert states["mail"] == (DeliveryStatus.FAILED, 1,
+                              "channel 'mail': 535 authentication failed")  # fmt: skip
+    assert states["slack"][:2] == (DeliveryStatus.FAILED, 3)
+    assert len(slack.attempts) == 3
+
+
+def test_retry_after_pauses_the_whole_channel(store: SqlStateStore) -> None:
+    first = _queue_first_message(store)
+    _indexed(store, "b1", story="s2")
+    store.record_matches("b1", "s2", [_match("b1")], alertable=True, now=T0)
+    later = T0 + timedelta(seconds=1)
+    planned = plan_message(TOPIC, _story("s2"), store.story_matches(TOPIC.id, "s2"), [], later)
+    assert planned is not None
+    store.save_alert_message(planned.message, article_ids=planned.article_ids, channels=["slack"],
+                             now=later)  # fmt: skip
+    slack = RecordingChannel("slack")
+    slack.fail_next(1, ChannelError("slack", "HTTP 429", retry_after=120))
+    clock = Clock()
+    dispatcher = _dispatcher(store, clock, mail=RecordingChannel("mail"), slack=slack)
+    asyncio.run(dispatcher.deliver_due())
+    assert [m.id for m in slack.attempts] == [first]  # the second message waits for the pause
+    clock.now = T0 + timedelta(seconds=60)
+    asyncio.run(dispatcher.deliver_due())
+    assert len(slack.attempts) == 1
+    clock.now = T0 + timedelta(seconds=121)
+    asyncio.run(dispatcher.deliver_due())
+    assert [m.id for m in slack.sent] == [first, planned.message.id]  # in order
+
+
+def test_a_channel_removed_from_the_config_fails_its_deliveries(store: SqlStateStore) -> None:
+    _queue_first_message(store)
+    dispatcher = _dispatcher(store, Clock(), mail=RecordingChannel("mail"))
+    asyncio.run(dispatcher.deliver_due())
+    [record] = store.list_alerts()
+    slack = next(d for d in record.deliveries if d.channel == "slack")
+    assert slack.status is DeliveryStatus.FAILED
+    assert "not configured" in (slack.last_error or "")
+
+
+def test_drain_waits_for_retries_within_its_bound(store: SqlStateStore) -> None:
+    _queue_first_message(store)
+    slack = RecordingChannel("slack")
+    slack.fail_next(1, ChannelError("slack", "HTTP 500"))
+    dispatcher = Dispatcher(store=store, channels={"mail": RecordingChannel("mail"),
+                            "slack": slack}, policy=RetryPolicy(
+                            first_delay=timedelta(milliseconds=200), jitter=0.0))  # fmt: skip
+    assert asyncio.run(dispatcher.drain(timeout=5.0)) == 0
+    assert len(slack.sent) == 1
+    slack.fail_next(100, ChannelError("slack", "HTTP 500"))
+    _indexed(store, "c1", story="s3")
+    store.record_matches("c1", "s3", [_match("c1")], alertable=True, now=T0)
+    planned = plan_message(TOPIC, _story("s3"), store.story_matches(TOPIC.id, "s3"), [], T0)
+    assert planned is not None
+    store.save_alert_message(planned.message, article_ids=planned.article_ids, channels=["slack"],
+                             now=T0)  # fmt: skip
+    assert asyncio.run(dispatcher.drain(timeout=0.5)) == 1  # bounded: gives up waiting, keeps it
