@@ -6,7 +6,7 @@ the stored coverage (refreshed every ``PROFILE_TTL``) and the user's relevance l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,8 +38,9 @@ def topic_from_config(config: TopicConfig) -> Topic:
 
 
 def query_texts(topic: Topic) -> list[str]:
-    """What a topic is searched for: its description, and its name (short, to the point)."""
-    return [topic.description, topic.name]
+    """What a topic is searched for: its description. (Adding the name as a second query was
+    measured in bench/topics.py and lowered F1: a short name matches too broadly.)"""
+    return [topic.description]
 
 
 def build_profile(
@@ -50,11 +51,15 @@ def build_profile(
     context: Vector | None,
     relevant: Sequence[Vector] = (),
     not_relevant: Sequence[Vector] = (),
+    feedback: Callable[[Vector, Mapping[str, Vector]], Vector] | None = None,
 ) -> TopicProfile:
     """Embed the topic's texts; ``relevant`` / ``not_relevant`` are vectors of articles the
-    user labelled, joining the topic's examples and negatives."""
+    user labelled, joining the topic's examples and negatives. ``feedback`` refines each query
+    against the stored coverage (see ``AlertStage``); it gets the query and the means."""
     try:
         queries = embedder.embed_queries(query_texts(topic))
+        if feedback is not None:
+            queries = np.stack([feedback(q, means) for q in queries])
         examples = embedder.embed_documents(list(topic.examples)) if topic.examples else None
         negatives = embedder.embed_documents(list(topic.negatives)) if topic.negatives else None
     except Exception as e:

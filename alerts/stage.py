@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article
+from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article, refine_query
 from alerts.plan import FollowUpPolicy, may_alert, plan_message
 from alerts.profiles import build_profile
 from alerts.types import AlertMessage, Match, Topic, alert_id_for
@@ -133,10 +133,37 @@ class AlertStage:
             relevant, not_relevant = self._label_vectors(topic.id, stored)
             profiles[topic.id] = build_profile(
                 topic, self.embedder, means=means, context=context,
-                relevant=relevant, not_relevant=not_relevant,
+                relevant=relevant, not_relevant=not_relevant, feedback=self._feedback,
             )  # fmt: skip
         self._profiles, self._profiles_key, self._built_at = profiles, key, self.monotonic()
         return profiles
+
+    def _feedback(self, query: Vector, means: Mapping[str, Vector]) -> Vector:
+        """The query refined on the stored coverage: the best passages of each language by raw
+        cosine are the best by corrected score too (the offset is constant per language)."""
+        k = self.policy.feedback_passages
+        if not k or not self.policy.feedback_weight:
+            return query
+        rows: list[Vector] = []
+        offsets: list[float] = []
+        every: list[tuple[str, ...]] = [(lang,) for lang in self.languages] or [()]
+        for languages in every:
+            flt = SearchFilter(languages=languages)
+            for hit in self.vectors.search(self.collection, query, filter=flt, limit=k):
+                vector = self._vector(hit.payload.article_id, hit.payload.passage_index)
+                if vector is not None:
+                    rows.append(vector)
+                    mean = means.get(hit.payload.language)
+                    offsets.append(float(query @ mean) if mean is not None else 0.0)
+        if not rows:
+            return query
+        return refine_query(query, np.stack(rows), np.array(offsets, dtype=np.float32), k,
+                            self.policy.feedback_weight)  # fmt: skip
+
+    def _vector(self, article_id: str, passage_index: int) -> Vector | None:
+        points = self.vectors.article_points(self.collection, article_id, with_vectors=True)
+        return next((v for p, v in points if v is not None and p.passage_index == passage_index),
+                    None)  # fmt: skip
 
     def _label_vectors(
         self, topic_id: str, stored: Sequence[tuple[str, str, bool]]
@@ -152,8 +179,7 @@ class AlertStage:
         return relevant, not_relevant
 
     def _lead_vector(self, article_id: str) -> Vector | None:
-        points = self.vectors.article_points(self.collection, article_id, with_vectors=True)
-        return next((v for p, v in points if v is not None and p.passage_index == 0), None)
+        return self._vector(article_id, 0)
 
     def _passages(self, article_id: str) -> tuple[list[tuple[int, str]], Matrix]:
         points = self.vectors.article_points(self.collection, article_id, with_vectors=True)

@@ -65,7 +65,7 @@ def _profile(**overrides: object) -> TopicProfile:
 
 
 ARTICLE = ArticleView("a1", "Talks in Abu Dhabi", "Delegations met.", "en", "wire")
-PLAIN = MatchPolicy(threshold=0.5, contrast=0.0)
+PLAIN = MatchPolicy(threshold=0.5, contrast=0.0, agreeing=1, feedback_passages=0)
 
 
 def test_the_best_passage_decides_and_is_reported() -> None:
@@ -76,6 +76,29 @@ def test_the_best_passage_decides_and_is_reported() -> None:
     assert match.passage_index == 1
     assert match.score == pytest.approx(float(_unit(1, 0.2, 0, 0)[0]))
     assert "passage 1" in match.reason
+
+
+def test_agreeing_passages_average_the_best_scores() -> None:
+    vectors = np.stack([_unit(0, 1, 0, 0), _unit(1, 0, 0, 0), _unit(1, 1, 0, 0)])
+    two = replace(PLAIN, agreeing=2)
+    match = match_article(_profile(), ARTICLE, [(0, "a"), (1, "b"), (2, "c")], vectors, two)
+    assert match.score == pytest.approx((1.0 + 0.7071) / 2, abs=1e-3)
+    assert match.passage == "b"  # the best single passage is what the message shows
+    one = match_article(_profile(), ARTICLE, [(0, "a")], vectors[1:2], two)
+    assert one.score == pytest.approx(1.0)  # fewer passages than asked: all of them
+
+
+def test_feedback_moves_the_query_towards_the_best_corrected_passages() -> None:
+    from alerts.matching import refine_query
+
+    query = _unit(1, 0, 0, 0)
+    candidates = np.stack([_unit(1, 1, 0, 0), _unit(1, 0, 1, 0), _unit(0, 0, 0, 1)])
+    # the second candidate's language has a large offset: the first one is the best
+    offsets = np.array([0.0, 0.6, 0.0], dtype=np.float32)
+    refined = refine_query(query, candidates, offsets, passages=1, weight=1.0)
+    expected = (query + candidates[0]) / np.linalg.norm(query + candidates[0])
+    assert np.allclose(refined, expected)
+    assert refine_query(query, candidates, offsets, passages=0, weight=1.0) is query
 
 
 def test_language_offset_shifts_the_score_per_language() -> None:

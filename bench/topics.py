@@ -1,0 +1,524 @@
+"""Topic matching quality: precision, recall and F1 per topic, alerts per story.
+
+    .venv/bin/python bench/topics.py            # first run embeds ~1k passages (~2 min), cached
+
+Fixtures: tests/fixtures/topics (see its README): ``calibration.jsonl`` is what the default
+scoring and threshold are chosen on; ``report_a.jsonl`` + ``report_b.jsonl`` (other events) are
+what the figures are reported on. Topics are the three of the repository's feeds.yaml, from
+their descriptions alone (examples and negatives unused unless a row says so).
+
+1. Scoring variants (pure: ``alerts.matching.passage_scores`` over the project's passages and
+   the bundled model): for each, the one threshold shared by all topics that maximises the mean
+   F1 on the calibration split, then P/R/F1 on the report split at that threshold, and the
+   hindsight-best F1 on the report split for reference.
+2. The whole project pipeline on the report split at the calibrated default
+   (``alerts.matching.BUNDLED_POLICY``): articles indexed in publication order by
+   ``indexer.index.Indexer`` (near-duplicates, story clustering) into an embedded Qdrant store,
+   matched and planned by ``alerts.stage.AlertStage``: per topic P/R/F1 of the stored matches,
+   and alerts per story (distinct alerts that reported articles of one labelled story).
+3. A plain keyword matcher (hand-written keyword lists in four languages) as the baseline.
+
+Language means (the per-language bias correction) come from a separate corpus: the retrieval
+fixtures (tests/fixtures/retrieval), standing in for the service's stored coverage.
+"""
+
+from __future__ import annotations
+
+import sys
+
+sys.dont_write_bytecode = True
+
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sqlite3  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from alerts.keywords import found  # noqa: E402
+from alerts.matching import (  # noqa: E402
+    BUNDLED_POLICY,
+    MatchPolicy,
+    TopicProfile,
+    article_score,
+    passage_scores,
+)
+from alerts.profiles import build_profile, topic_from_config  # noqa: E402
+from alerts.types import Topic  # noqa: E402
+from indexer.embed import BundledEmbedder  # noqa: E402
+from indexer.passages import split_passages  # noqa: E402
+from indexer.types import Matrix, Vector  # noqa: E402
+
+FIXTURES = ROOT / "tests" / "fixtures" / "topics"
+BACKGROUND = ROOT / "tests" / "fixtures" / "retrieval" / "articles.jsonl"
+LANGUAGES = ("de", "en", "ru", "uk")
+TARGET_F1 = 0.9
+TARGET_ALERTS_PER_STORY = 1.2
+
+#: the baseline: what a user of a keyword monitor would write for each topic
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    "abu-dhabi-talks": (
+        "Abu Dhabi",
+        "Abu-Dhabi",
+        "Абу-Даби",
+        "Абу-Дабі",
+        "Абу Даби",
+        "Абу Дабі",
+    ),
+    "donbas-withdrawal": (
+        "Rückzug",
+        "withdraw",
+        "pull out",
+        "pull back",
+        "вывод",
+        "отвод",
+        "виведен",
+        "відвед",
+        "вивест",
+    ),
+    "security-guarantees": (
+        "Sicherheitsgarantie",
+        "security guarantee",
+        "гарантии безопасности",
+        "гарантий безопасности",
+        "гарантії безпеки",
+        "гарантій безпеки",
+        "Article 5",
+        "Artikel 5",
+        "стать[ья]",
+        "статт",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    language: str
+    source: str
+    published: datetime
+    title: str
+    text: str
+    story: str
+    topics: frozenset[str]
+
+
+def load(*names: str) -> list[Item]:
+    items = []
+    for name in names:
+        for line in (FIXTURES / name).read_text("utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                items.append(
+                    Item(
+                        row["id"],
+                        row["language"],
+                        row["source"],
+                        datetime.fromisoformat(row["published"]),
+                        row["title"],
+                        row["text"],
+                        row["story"],
+                        frozenset(row["topics"]),
+                    )
+                )
+    return items
+
+
+# -- embedding, cached ----------------------------------------------------------------------------
+
+
+class CachedEmbedder:
+    """The project's BundledEmbedder with a persistent cache (implements indexer's Embedder)."""
+
+    def __init__(self) -> None:
+        self.inner = BundledEmbedder()
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base) / "newsmon" / "bench-topics.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, arr BLOB)")
+
+    model_id = property(lambda self: self.inner.model_id)
+    dim = property(lambda self: self.inner.dim)
+    max_tokens = property(lambda self: self.inner.max_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def embed_documents(self, texts: Sequence[str]) -> Matrix:
+        return self._embed(texts, "passage", self.inner.embed_documents)
+
+    def embed_queries(self, texts: Sequence[str]) -> Matrix:
+        return self._embed(texts, "query", self.inner.embed_queries)
+
+    def _embed(self, texts: Sequence[str], kind: str, compute: Callable[..., Matrix]) -> Matrix:
+        keys = [hashlib.sha256(f"{self.model_id}\0{kind}\0{t}".encode()).hexdigest() for t in texts]
+        rows: dict[str, Vector] = {}
+        for key in dict.fromkeys(keys):
+            hit = self._db.execute("SELECT arr FROM emb WHERE key = ?", (key,)).fetchone()
+            if hit:
+                rows[key] = np.load(io.BytesIO(hit[0]))
+        todo = [(k, t) for k, t in dict(zip(keys, texts, strict=True)).items() if k not in rows]
+        if todo:
+            computed = compute([t for _, t in todo])
+            for (key, _), vector in zip(todo, computed, strict=True):
+                rows[key] = vector
+                buffer = io.BytesIO()
+                np.save(buffer, vector, allow_pickle=False)
+                self._db.execute("INSERT OR REPLACE INTO emb VALUES (?, ?)",
+                                 (key, buffer.getvalue()))  # fmt: skip
+            self._db.commit()
+        if not keys:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([rows[k] for k in keys]).astype(np.float32)
+
+
+# -- measures -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PRF:
+    precision: float
+    recall: float
+    f1: float
+
+
+def prf(predicted: set[str], relevant: set[str]) -> PRF:
+    hits = len(predicted & relevant)
+    p = hits / len(predicted) if predicted else 1.0
+    r = hits / len(relevant) if relevant else 1.0
+    return PRF(p, r, 2 * p * r / (p + r) if p + r else 0.0)
+
+
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+# -- 1. scoring variants ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    policy: MatchPolicy
+    offsets: bool = True
+    examples: bool = False
+
+
+def article_vectors(embedder: CachedEmbedder, items: Sequence[Item]) -> dict[str, Matrix]:
+    texts: list[str] = []
+    spans: dict[str, tuple[int, int]] = {}
+    for item in items:
+        passages = split_passages(item.title, item.text, count_tokens=embedder.count_tokens)
+        spans[item.id] = (len(texts), len(texts) + len(passages))
+        texts.extend(p.text for p in passages)
+    matrix = embedder.embed_documents(texts)
+    return {aid: matrix[a:b] for aid, (a, b) in spans.items()}
+
+
+def background_items() -> list[Item]:
+    rows = [json.loads(line) for line in BACKGROUND.read_text("utf-8").splitlines() if line]
+    return [Item(f"bg-{r['id']}", r["language"], r["source"],
+                 datetime.fromisoformat(r["published"]) - timedelta(days=60), r["title"],
+                 r["text"], r["event"], frozenset()) for r in rows]  # fmt: skip
+
+
+def background_means(embedder: CachedEmbedder) -> dict[str, Vector]:
+    items = background_items()
+    vectors = article_vectors(embedder, items)
+    means = {}
+    for lang in LANGUAGES:
+        stacked = np.concatenate([vectors[i.id] for i in items if i.language == lang])
+        means[lang] = stacked.mean(axis=0).astype(np.float32)
+    return means
+
+
+def profile_for(
+    topic: Topic,
+    embedder: CachedEmbedder,
+    means: dict[str, Vector],
+    variant: Variant,
+    coverage: tuple[Matrix, list[str]],
+) -> TopicProfile:
+    """The project's profile; feedback runs on ``coverage`` (passage vectors and their
+    languages: the split being scored stands in for the service's stored coverage)."""
+    from alerts.matching import refine_query
+    from indexer.means import overall_mean
+
+    if not variant.examples:
+        topic = replace(topic, examples=(), negatives=())
+    passages, languages = coverage
+
+    def feedback(query: Vector, _means: object) -> Vector:
+        offsets = np.array([float(query @ means[lang]) if variant.offsets else 0.0
+                            for lang in languages], dtype=np.float32)  # fmt: skip
+        return refine_query(query, passages, offsets, variant.policy.feedback_passages,
+                            variant.policy.feedback_weight)  # fmt: skip
+
+    return build_profile(topic, embedder, means=means if variant.offsets else {},
+                         context=overall_mean(means), feedback=feedback)  # fmt: skip
+
+
+def best_threshold(scores: dict[str, dict[str, float]], items: Sequence[Item]) -> float:
+    """The one threshold (shared by all topics) with the best mean F1."""
+    values = sorted({round(s, 3) for per_topic in scores.values() for s in per_topic.values()})
+    best, best_f1 = 0.0, -1.0
+    for threshold in values:
+        f1 = mean_f1(scores, items, threshold)
+        if f1 > best_f1:
+            best, best_f1 = threshold, f1
+    return best
+
+
+def per_topic(
+    scores: dict[str, dict[str, float]], items: Sequence[Item], threshold: float
+) -> dict[str, PRF]:
+    return {
+        topic: prf(
+            {a for a, s in by_article.items() if s >= threshold},
+            {i.id for i in items if topic in i.topics},
+        )
+        for topic, by_article in scores.items()
+    }
+
+
+def mean_f1(scores: dict[str, dict[str, float]], items: Sequence[Item], threshold: float) -> float:
+    results = per_topic(scores, items, threshold)
+    return sum(r.f1 for r in results.values()) / len(results)
+
+
+def variants_bench(
+    embedder: CachedEmbedder,
+    topics: Sequence[Topic],
+    calibration: Sequence[Item],
+    report: Sequence[Item],
+    means: dict[str, Vector],
+) -> None:
+    plain = MatchPolicy(0, agreeing=1, feedback_passages=0)
+    default = replace(BUNDLED_POLICY, threshold=0)
+    variants = [
+        Variant("plain cosine with the description", plain, offsets=False),
+        Variant("+ language offsets", plain),
+        Variant("+ 2 agreeing passages", replace(plain, agreeing=2)),
+        Variant("+ feedback (the project default)", default),
+        Variant("  default, feedback 10 passages", replace(default, feedback_passages=10)),
+        Variant("  default, feedback weight 0.5", replace(default, feedback_weight=0.5)),
+        Variant("  default + context contrast 0.25", replace(default, contrast=0.25)),
+        Variant(
+            "  default, weight 0.5, contrast 0.25",
+            replace(default, contrast=0.25, feedback_weight=0.5),
+        ),
+        Variant("  default, 3 agreeing passages", replace(default, agreeing=3)),
+        Variant("  default + examples/negatives", default, examples=True),
+    ]
+    splits = {"cal": calibration, "rep": report}
+    vectors = {name: article_vectors(embedder, items) for name, items in splits.items()}
+    coverage = {
+        name: (
+            np.concatenate([vectors[name][i.id] for i in items]),
+            [i.language for i in items for _ in range(len(vectors[name][i.id]))],
+        )
+        for name, items in splits.items()
+    }
+    rows = []
+    for variant in variants:
+
+        def scores(name: str, variant: Variant = variant) -> dict[str, dict[str, float]]:
+            result: dict[str, dict[str, float]] = {}
+            for topic in topics:
+                profile = profile_for(topic, embedder, means, variant, coverage[name])
+                result[topic.id] = {
+                    i.id: article_score(
+                        passage_scores(profile, vectors[name][i.id], variant.policy, i.language),
+                        variant.policy.agreeing,
+                    )
+                    for i in splits[name]
+                }
+            return result
+
+        cal, rep = scores("cal"), scores("rep")
+        threshold = best_threshold(cal, calibration)
+        results = per_topic(rep, report, threshold)
+        hindsight = mean_f1(rep, report, best_threshold(rep, report))
+        rows.append([variant.name, threshold, mean_f1(cal, calibration, threshold),
+                     *(f"{results[t.id].precision:.2f}/{results[t.id].recall:.2f}/"
+                       f"{results[t.id].f1:.3f}" for t in topics),
+                     min(r.f1 for r in results.values()),
+                     sum(r.f1 for r in results.values()) / len(results), hindsight])  # fmt: skip
+    table(
+        "1. Scoring variants: threshold chosen on calibration; on the report split P/R/F1 per "
+        "topic, the worst and the mean F1, and the mean F1 at the hindsight-best threshold",
+        [
+            "variant",
+            "threshold",
+            "cal F1",
+            *(t.id for t in topics),
+            "min F1",
+            "mean F1",
+            "hindsight",
+        ],
+        rows,
+    )
+
+
+# -- 2. the whole pipeline -------------------------------------------------------------------
+
+
+def pipeline_bench(
+    embedder: CachedEmbedder, topics: Sequence[Topic], report: Sequence[Item], work: Path
+) -> None:
+    from alerts.plan import FollowUpPolicy
+    from alerts.stage import AlertStage
+    from indexer.index import Indexer
+    from indexer.qdrant_edge import EdgeVectorStore
+    from indexer.stories import StoryPolicy
+    from monitor.state import open_state_store
+    from monitor.types import ArticleDraft, ProcessedText, TextSource
+
+    clock_now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store = open_state_store("sqlite://")
+    sources = {i.source for i in report} | {i.source for i in background_items()}
+    store.sync_feeds([(s, f"https://{abs(hash(s))}.example/rss", "en") for s in sorted(sources)],
+                     clock_now[0])  # fmt: skip
+    vectors = EdgeVectorStore(work / "vectors")
+    indexer = Indexer(store=store, vectors=vectors, embedder=embedder, collection="bench",
+                      policy=StoryPolicy(), clock=lambda: clock_now[0])  # fmt: skip
+    stage = AlertStage(
+        store=store,
+        vectors=vectors,
+        embedder=embedder,
+        collection="bench",
+        topics=tuple(replace(t, examples=(), negatives=()) for t in topics),
+        channels=frozenset(),
+        languages=LANGUAGES,
+        backfill=timedelta(days=3650),
+        policy=BUNDLED_POLICY,
+        follow_up=FollowUpPolicy(),
+        clock=lambda: clock_now[0],
+    )
+    started = time.monotonic()
+    # the stored coverage the service would have: the background corpus, then the report split
+    # (background articles are indexed, never matched)
+    for item in background_items() + sorted(report, key=lambda i: (i.published, i.id)):
+        clock_now[0] = item.published + timedelta(minutes=5)
+        url = f"https://{item.source.replace(' ', '-').lower()}.example/{item.id}"
+        store.save_drafts([ArticleDraft(
+            id=item.id, feed=item.source, entry_key=item.id, url=url, canonical_url=url,
+            guid=item.id, title=item.title, feed_text="", feed_language=item.language,
+            published_at=item.published, author=None, content_hash=item.id,
+        )], clock_now[0])  # fmt: skip
+        store.save_text(item.id, ProcessedText(item.text, TextSource.PAGE, item.language, 1.0),
+                        clock_now[0])  # fmt: skip
+        article = store.get_article(item.id)
+        assert article is not None
+        indexer.index_article(article)
+    # matched once the coverage is stored, as in a service that has been running a while (the
+    # topic profiles' feedback draws on stored coverage), in publication order
+    for item in sorted(report, key=lambda i: (i.published, i.id)):
+        clock_now[0] = item.published + timedelta(minutes=10)
+        stage.process(item.id)
+    elapsed = time.monotonic() - started
+    by_id = {i.id: i for i in report}
+    matches = store.list_matches()
+    alerts = store.list_alerts()
+    rows = []
+    for topic in topics:
+        predicted = {m.article.article_id for m in matches if m.topic_id == topic.id}
+        relevant = {i.id for i in report if topic.id in i.topics}
+        result = prf(predicted, relevant)
+        topic_alerts = [a for a in alerts if a.topic_id == topic.id]
+        stories: dict[str, set[str]] = {}  # labelled story -> alerts that reported it
+        for alert in topic_alerts:
+            for article in alert.articles:
+                label = by_id[article.article_id]
+                if topic.id in label.topics:
+                    stories.setdefault(label.story, set()).add(alert.id)
+        per_story = sum(len(a) for a in stories.values()) / len(stories) if stories else 0.0
+        messages = sum(len(a.messages) for a in topic_alerts)
+        rows.append([topic.id, result.precision, result.recall, result.f1, len(topic_alerts),
+                     messages, len(stories), per_story])  # fmt: skip
+    table(
+        f"2. Whole pipeline on the report split (Indexer + AlertStage, BUNDLED_POLICY threshold "
+        f"{BUNDLED_POLICY.threshold}, contrast {BUNDLED_POLICY.contrast}; "
+        f"{len(report)} articles in {elapsed:.0f} s)",
+        [
+            "topic",
+            "precision",
+            "recall",
+            "F1",
+            "alerts",
+            "messages",
+            "stories alerted",
+            "alerts/story",
+        ],
+        rows,
+    )
+    vectors.close()
+    store.close()
+
+
+# -- 3. keyword baseline ---------------------------------------------------------------------------
+
+
+def keyword_bench(
+    topics: Sequence[Topic], calibration: Sequence[Item], report: Sequence[Item]
+) -> None:
+    rows = []
+    for name, items in (("calibration", calibration), ("report", report)):
+        for topic in topics:
+            predicted = {i.id for i in items if found(KEYWORDS[topic.id], f"{i.title}\n{i.text}")}
+            result = prf(predicted, {i.id for i in items if topic.id in i.topics})
+            rows.append([name, topic.id, result.precision, result.recall, result.f1])
+    table("3. Keyword baseline (any listed keyword in title or text)",
+          ["split", "topic", "precision", "recall", "F1"], rows)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from monitor.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--calibration", nargs="+", default=["calibration.jsonl"])
+    parser.add_argument("--report", nargs="+", default=["report_a.jsonl", "report_b.jsonl"])
+    parser.add_argument("--skip-pipeline", action="store_true")
+    args = parser.parse_args(argv)
+    config = load_config(ROOT / "feeds.yaml", env={})
+    topics = [topic_from_config(t) for t in config.topics]
+    calibration = load(*args.calibration)
+    report = load(*args.report)
+    print(f"calibration: {len(calibration)} articles; report: {len(report)} articles; "
+          f"topics: {', '.join(t.id for t in topics)}")  # fmt: skip
+    embedder = CachedEmbedder()
+    started = time.monotonic()
+    means = background_means(embedder)
+    variants_bench(embedder, topics, calibration, report, means)
+    keyword_bench(topics, calibration, report)
+    if not args.skip_pipeline:
+        with tempfile.TemporaryDirectory() as work:
+            pipeline_bench(embedder, topics, report, Path(work))
+    print(f"\nlanguage means: {len(background_items())} background articles"
+          f" (tests/fixtures/retrieval)")  # fmt: skip
+    print(f"\ntargets: F1 >= {TARGET_F1} per topic, <= {TARGET_ALERTS_PER_STORY} alerts per story; "
+          f"{time.monotonic() - started:.0f} s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
