@@ -7,6 +7,8 @@ the stored coverage (refreshed every ``PROFILE_TTL``) and the user's relevance l
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +21,27 @@ from monitor.errors import TopicError
 if TYPE_CHECKING:
     from indexer.embed import Embedder
     from monitor.config import TopicConfig
+
+
+REFERENCE_MEANS = Path(__file__).with_name("reference-means.npz")
+
+
+@lru_cache(maxsize=4)
+def reference_means(model_id: str) -> dict[str, Vector]:
+    """Fixed per-language mean vectors the default threshold was calibrated with (written by
+    ``bench/topics.py --write-reference-means`` from the retrieval fixtures), for the model they
+    belong to; empty for any other model.
+
+    Fixed rather than taken from the stored coverage: measured, the mean of the stored coverage
+    shifts with what it is about (coverage heavy on a topic lowers that topic's scores), and a
+    fresh installation has no coverage at all; a fixed reference keeps one threshold valid.
+    """
+    if not REFERENCE_MEANS.exists():
+        return {}
+    with np.load(REFERENCE_MEANS) as data:
+        if str(data["model"]) != model_id:
+            return {}
+        return {key: data[key].astype(np.float32) for key in data.files if key != "model"}
 
 
 def topic_from_config(config: TopicConfig) -> Topic:

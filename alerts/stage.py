@@ -20,7 +20,7 @@ import numpy as np
 
 from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article, refine_query
 from alerts.plan import FollowUpPolicy, may_alert, plan_message
-from alerts.profiles import build_profile
+from alerts.profiles import build_profile, reference_means
 from alerts.types import AlertMessage, Match, Topic, alert_id_for
 from indexer.means import language_means, overall_mean
 from indexer.types import Matrix, SearchFilter, Vector
@@ -35,6 +35,9 @@ log = logging.getLogger("newsmon.alerts")
 
 #: profiles are rebuilt this often (the language means drift as coverage accumulates)
 PROFILE_TTL_SECONDS = 600.0
+#: stored passages needed before feedback refines the topic queries: on a handful of passages
+#: "the best ones" are simply all of them, and the query would drift to whatever is stored
+MIN_FEEDBACK_COVERAGE = 500
 #: passages a backtest considers per topic query (its candidates for exact scoring)
 BACKTEST_CANDIDATES = 3000
 
@@ -67,6 +70,7 @@ class AlertStage:
     _profiles: dict[str, TopicProfile] | None = field(default=None, init=False, repr=False)
     _profiles_key: object = field(default=None, init=False, repr=False)
     _built_at: float = field(default=0.0, init=False, repr=False)
+    _feedback_on: bool = field(default=False, init=False, repr=False)
 
     # -- the stage
 
@@ -126,8 +130,12 @@ class AlertStage:
         fresh = self.monotonic() - self._built_at < PROFILE_TTL_SECONDS
         if self._profiles is not None and fresh and key == self._profiles_key:
             return self._profiles
-        means = language_means(self.vectors, self.collection, self.languages)
+        # the reference means (fixed, what the threshold was calibrated with); the stored
+        # coverage's only for languages the reference lacks
+        stored_means = language_means(self.vectors, self.collection, self.languages)
+        means = {**stored_means, **reference_means(self.embedder.model_id)}
         context = overall_mean(means)
+        self._feedback_on = self.vectors.count(self.collection) >= MIN_FEEDBACK_COVERAGE
         profiles = {}
         for topic in self.topics:
             relevant, not_relevant = self._label_vectors(topic.id, stored)
@@ -142,7 +150,7 @@ class AlertStage:
         """The query refined on the stored coverage: the best passages of each language by raw
         cosine are the best by corrected score too (the offset is constant per language)."""
         k = self.policy.feedback_passages
-        if not k or not self.policy.feedback_weight:
+        if not k or not self.policy.feedback_weight or not self._feedback_on:
             return query
         rows: list[Vector] = []
         offsets: list[float] = []

@@ -498,7 +498,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration", nargs="+", default=["calibration.jsonl"])
     parser.add_argument("--report", nargs="+", default=["report_a.jsonl", "report_b.jsonl"])
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument(
+        "--write-reference-means",
+        type=Path,
+        metavar="NPZ",
+        help="write the background language means (alerts/reference-means.npz)",
+    )
     args = parser.parse_args(argv)
+    if args.write_reference_means:
+        embedder = CachedEmbedder()
+        means = background_means(embedder)
+        np.savez(
+            args.write_reference_means,
+            model=np.array(embedder.model_id),
+            **{lang: vector for lang, vector in means.items()},
+        )
+        print(f"wrote {args.write_reference_means}: {', '.join(means)} for {embedder.model_id}")
+        return 0
     config = load_config(ROOT / "feeds.yaml", env={})
     topics = [topic_from_config(t) for t in config.topics]
     calibration = load(*args.calibration)
