@@ -96,7 +96,7 @@ def _config(tmp_path: Path, site: LocalServer, smtp_port: int, **extra: Any) -> 
             "starttls": False,
             "from": "newsmon@example.org",
             "to": "desk@example.org",
-        },  # fmt: skip
+        },
         "slack": {"type": "slack", "webhook_url": site.url("/slack")},
         "hook": {"type": "webhook", "url": site.url("/hook"), "secret": "s3cret"},
     }
@@ -141,10 +141,14 @@ def test_run_once_alerts_every_channel_once_per_story(
     for alert in alerts:
         assert alert["topic"] == "abu-dhabi-talks"
         assert {name: d["status"] for name, d in alert["deliveries"].items()} == {
-            "mail": "sent", "slack": "sent", "hook": "sent"
-        }  # fmt: skip
+            "mail": "sent",
+            "slack": "sent",
+            "hook": "sent",
+        }
         for article in alert["articles"]:
-            assert article["passage"] and article["score"] > 0 and article["source"]
+            assert article["passage"]
+            assert article["score"] > 0
+            assert article["source"]
     messages = sum(len(alert["messages"]) for alert in alerts)
 
     # email: one per message, with the content the issue lists
@@ -154,7 +158,8 @@ def test_run_once_alerts_every_channel_once_per_story(
     assert mail["Message-ID"].endswith("@newsmon>")
     text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     html = mail.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
-    assert "abu-dhabi-talks" in text and "http://127.0.0.1" in text
+    assert "abu-dhabi-talks" in text
+    assert "http://127.0.0.1" in text
     assert "<html" in html.lower()
     all_text = "".join(
         m.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
@@ -163,11 +168,14 @@ def test_run_once_alerts_every_channel_once_per_story(
     assert any(c in all_text for c in "абвгдежзийклмнопрстуф")  # Cyrillic passages intact
 
     # Slack: throttled once (429, Retry-After honoured), then every message delivered
-    assert slack.answered[0] == 429 and len(slack.accepted) == messages
+    assert slack.answered[0] == 429
+    assert len(slack.accepted) == messages
     payload = json.loads(slack.accepted[0].body)
-    assert payload["text"] and payload["blocks"]
+    assert payload["text"]
+    assert payload["blocks"]
     # webhook: failed once (500), retried; signed with the shared secret
-    assert hook.answered[0] == 500 and len(hook.accepted) == messages
+    assert hook.answered[0] == 500
+    assert len(hook.accepted) == messages
     request = hook.accepted[0]
     stamp = request.headers["x-newsmon-timestamp"]
     signed = hmac.new(b"s3cret", f"{stamp}.".encode() + request.body, hashlib.sha256)
@@ -176,7 +184,8 @@ def test_run_once_alerts_every_channel_once_per_story(
 
     # a second run with nothing new sends nothing
     assert main(["--config", str(config), "run", "--once"]) == 0
-    assert len(mailbox.messages) == messages and len(slack.accepted) == messages
+    assert len(mailbox.messages) == messages
+    assert len(slack.accepted) == messages
     assert len(hook.accepted) == messages
     assert _alerts(config, capsys) == alerts
 
@@ -225,7 +234,9 @@ def test_topics_list_test_and_label(
 
     assert main(["--config", str(config), "topics", "list", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert row["id"] == "abu-dhabi-talks" and row["matches"] >= 3 and row["alerts"] >= 1
+    assert row["id"] == "abu-dhabi-talks"
+    assert row["matches"] >= 3
+    assert row["alerts"] >= 1
 
     assert main(["--config", str(config), "topics", "test", "abu-dhabi-talks", "--since",
                  "3650d", "--json"]) == 0  # fmt: skip
