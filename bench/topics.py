@@ -310,20 +310,17 @@ def variants_bench(
     report: Sequence[Item],
     means: dict[str, Vector],
 ) -> None:
-    plain = MatchPolicy(0, agreeing=1, feedback_passages=0)
+    plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0)
     default = replace(BUNDLED_POLICY, threshold=0)
     variants = [
         Variant("plain cosine with the description", plain, offsets=False),
         Variant("+ language offsets", plain),
         Variant("+ 2 agreeing passages", replace(plain, agreeing=2)),
-        Variant("+ feedback (the project default)", default),
+        Variant("+ feedback, 20 passages", replace(default, contrast=0.0)),
+        Variant("+ context contrast 0.25 (the project default)", default),
+        Variant("  default, contrast 0.5", replace(default, contrast=0.5)),
         Variant("  default, feedback 10 passages", replace(default, feedback_passages=10)),
         Variant("  default, feedback weight 0.5", replace(default, feedback_weight=0.5)),
-        Variant("  default + context contrast 0.25", replace(default, contrast=0.25)),
-        Variant(
-            "  default, weight 0.5, contrast 0.25",
-            replace(default, contrast=0.25, feedback_weight=0.5),
-        ),
         Variant("  default, 3 agreeing passages", replace(default, agreeing=3)),
         Variant("  default + examples/negatives", default, examples=True),
     ]

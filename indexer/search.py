@@ -8,9 +8,10 @@ README for why it is or is not used.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -42,31 +43,6 @@ MEANS_TTL_SECONDS = 600.0
 MAX_QUERY_CHARS = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class _Sub:
-    """One vector-store search for a query, and how its passages are scored."""
-
-    filter: SearchFilter
-    #: the one language it searches, or None: the languages without a mean (or no correction)
-    language: str | None
-    offsets: Mapping[str, float]  # the query's affinity to each language's mean
-    default: float  # the offset of a language without a mean
-
-    def scored(
-        self, points: Sequence[ScoredPoint]
-    ) -> Iterator[tuple[str, tuple[float, ScoredPoint]]]:
-        """(id, (corrected score, point)) of each point."""
-        for p in points:
-            yield p.id, (p.score - self.offsets.get(p.payload.language, self.default), p)
-
-    def floor(self, points: Sequence[ScoredPoint]) -> float:
-        """The best corrected score a passage this search did not return can have: its
-        language's offset from the lowest cosine returned; -inf where that bounds nothing."""
-        if self.language is None or not points:
-            return -math.inf
-        return min(p.score for p in points) - self.offsets[self.language]
-
-
 @dataclass
 class Searcher:
     vectors: VectorStore
@@ -77,6 +53,10 @@ class Searcher:
     #: the languages whose bias is removed at query time (the configured feeds' languages)
     languages: tuple[str, ...] = ()
     clock: Callable[[], float] = time.monotonic
+    #: skip (or stop deepening) a language's search once the searches made bound its unseen
+    #: passages below the results - the results are the same either way; False searches every
+    #: language (what real multilingual vectors come close to; the bench's worst case)
+    prune: bool = True
     _ready: bool = field(default=False, init=False, repr=False)
     _means: dict[str, Vector] = field(default_factory=dict, init=False, repr=False)
     _means_at: float | None = field(default=None, init=False, repr=False)
@@ -96,95 +76,106 @@ class Searcher:
         means = self._language_means()
         wanted = min(MAX_PASSAGES, limit * OVERSAMPLE)
         if self.feedback:
-            subs = self._sub_searches(vector, flt, means)
-            best = self._best_passages(vector, subs, self.feedback, wanted)
+            count = self.feedback
+            pool = self._candidates(vector, flt, means, wanted, count, _passage_bar(count))
+            best = sorted(pool.values(), key=lambda item: (-item[0], item[1].id))[:count]
             if best:
-                vector = self._with_feedback(vector, best)
-        # the offsets are the moved query's affinities to the means
-        ranked = self._best_articles(vector, self._sub_searches(vector, flt, means), limit, wanted)
+                vector = self._with_feedback(vector, [p for _, p in best])
+        pool = self._candidates(vector, flt, means, wanted, wanted, _article_bar(limit))
         # ranked by the corrected score; shown with the passage's plain cosine, which is what a
         # reader (and a threshold) understands
-        return [replace(hit, score=cosine) for cosine, hit in ranked[:limit]]
+        hits = best_per_article([replace(p, score=adjusted) for adjusted, p in pool.values()])
+        cosine = {(p.payload.article_id, p.payload.passage_index): p.score
+                  for _, p in pool.values()}  # fmt: skip
+        return [replace(h, score=cosine[(h.article_id, h.passage_index)]) for h in hits[:limit]]
 
-    def _sub_searches(
-        self, vector: Vector, flt: SearchFilter, means: dict[str, Vector]
-    ) -> list[_Sub]:
-        """The searches whose union holds the best passages by corrected score: one per wanted
-        language with a mean (filtered to it), plus one for the languages without a mean.
+    def _candidates(
+        self,
+        vector: Vector,
+        flt: SearchFilter,
+        means: dict[str, Vector],
+        wanted: int,
+        depth: int,
+        bar: Callable[[Iterable[tuple[float, ScoredPoint]]], float],
+    ) -> dict[str, tuple[float, ScoredPoint]]:
+        """Passages by id with their corrected score: a superset of the best ones.
 
         The corrected score is the cosine minus the query's affinity to the passage's language's
-        mean (a constant per language and query). Measured (bench/quality.py, P@min(10,|R|),
-        report split): with feedback 0.729 without this correction, 0.912 with it: the model
-        otherwise prefers the query's own language. Since the offset is constant within a
-        language, a language's best passages by corrected score are its best by cosine, which
-        its own filtered search finds however far the other languages outrank it.
+        mean. Measured (bench/quality.py, P@min(10,|R|), report split): with feedback 0.729
+        without this correction, 0.912 with it: the model otherwise prefers the query's own
+        language. The offset is one number per language and query, so a language's best
+        passages by corrected score are its best by cosine: a search filtered to the language
+        finds them however far other languages outrank it by cosine.
+
+        ``bar(pool)`` is the corrected score an unseen passage must beat to matter (-inf while
+        too few results). One search without a language filter (``wanted`` passages) comes
+        first: it also holds the languages without a mean. Then, most promising first, each
+        language is searched (``depth`` passages) or searched deeper (x``DEEPEN``) while the
+        searches made do not bound its unseen passages below the bar: their cosine is at most
+        the lowest returned by a search that covers the language, so they score at most that
+        minus the language's offset. Too few results deepen every search.
+
+        Measured (bench/search.py, 300k points, unfiltered): the old shape - one search per
+        language plus one, each of ``wanted`` passages, in both rounds, all repeated at 4x the
+        depth when the top ``wanted`` passages held fewer than ``limit`` articles (5 % of the
+        queries, the p95) - took p50/p95 38/73 ms. Same results here (top-10 identical on all
+        bench queries and the quality fixtures); see the README for the times.
         """
         if not means:
-            return [_Sub(flt, None, {}, 0.0)]
-        offsets = {lang: float(mean @ vector) for lang, mean in means.items()}
-        default = sum(offsets.values()) / len(offsets)
-        wanted_languages = flt.languages or tuple(means)
-        subs = [_Sub(replace(flt, languages=(lang,)), lang, offsets, default)
-                for lang in wanted_languages if lang in means]  # fmt: skip
-        other = tuple(lang for lang in wanted_languages if lang not in means)
-        if other or not flt.languages:  # languages without a mean: one unfiltered search
-            subs.append(_Sub(replace(flt, languages=other), None, offsets, default))
-        return subs
-
-    def _best_passages(
-        self, vector: Vector, subs: Sequence[_Sub], count: int, wanted: int
-    ) -> list[ScoredPoint]:
-        """The ``count`` best passages by corrected score (for feedback): a language's ``count``
-        best by cosine are its ``count`` best by corrected score, so each language's search asks
-        for ``count`` only; the search for languages without a mean asks for ``wanted`` as in
-        the second round (their offsets differ, so their cosine order is not the corrected one).
-        """
+            offsets: dict[str, float] = {}
+            default = 0.0
+            languages: tuple[str, ...] = ()
+        else:
+            offsets = {lang: float(mean @ vector) for lang, mean in means.items()}
+            default = sum(offsets.values()) / len(offsets)
+            languages = tuple(lang for lang in flt.languages or tuple(means) if lang in means)
+        other = tuple(lang for lang in flt.languages if lang not in means)
+        searches: dict[str | None, SearchFilter] = {
+            lang: replace(flt, languages=(lang,)) for lang in languages
+        }
+        if other or not flt.languages:  # languages without a mean (or no correction)
+            searches[None] = replace(flt, languages=other)
+        covers_all = not flt.languages  # the search without a language holds every language
         pool: dict[str, tuple[float, ScoredPoint]] = {}
-        for sub in subs:
-            depth = count if sub.language is not None else wanted
-            pool.update(sub.scored(self._search(vector, sub, depth)))
-        ranked = sorted(pool.values(), key=lambda item: (-item[0], item[1].id))
-        return [p for _, p in ranked[:count]]
+        asked: dict[str | None, int] = {}
+        lowest: dict[str | None, float] = {}  # the lowest cosine returned; -inf: no more points
 
-    def _best_articles(
-        self, vector: Vector, subs: Sequence[_Sub], limit: int, wanted: int
-    ) -> list[tuple[float, SearchHit]]:
-        """The best articles by corrected score (each with its best passage), as (cosine, hit)
-        pairs; at least ``limit`` of them unless fewer match.
+        def run(key: str | None, limit: int) -> None:
+            points = self.vectors.search(self.collection, vector, filter=searches[key],
+                                         limit=limit)  # fmt: skip
+            asked[key] = limit
+            exhausted = len(points) < limit
+            lowest[key] = -math.inf if exhausted else min(p.score for p in points)
+            for p in points:
+                pool[p.id] = (p.score - offsets.get(p.payload.language, default), p)
 
-        Every search asks for ``wanted`` passages first. A language's search is asked for more
-        only when its last passage still outscores the ``limit``-th article (then one of its
-        unseen passages might too); every search is when fewer than ``limit`` articles came
-        back (passages of one article crowd the top). That makes the articles the same as the
-        top of the exact union of per-language rankings, without re-running every search
-        deeper: before, too few articles in the first ``wanted`` passages (5 % of the
-        unfiltered bench queries) re-ran all five searches at 4x the depth - the p95.
-        The search for languages without a mean is deepened only for too few articles, as before.
-        """
-        depth = dict.fromkeys(range(len(subs)), wanted)
-        found = {i: self._search(vector, sub, wanted) for i, sub in enumerate(subs)}
+        if None in searches:
+            run(None, wanted)
         while True:
-            pool: dict[str, tuple[float, ScoredPoint]] = {}
-            for i, sub in enumerate(subs):
-                pool.update(sub.scored(found[i]))
-            hits = best_per_article([replace(p, score=adjusted) for adjusted, p in pool.values()])
-            bar = hits[limit - 1].score if len(hits) >= limit else -math.inf
-            deeper = [
-                i
-                for i, sub in enumerate(subs)
-                if len(found[i]) >= depth[i] < MAX_PASSAGES  # not exhausted
-                and (bar == -math.inf or sub.floor(found[i]) > bar)
-            ]
-            if not deeper:
-                cosine = {(p.payload.article_id, p.payload.passage_index): p.score
-                          for _, p in pool.values()}  # fmt: skip
-                return [(cosine[(h.article_id, h.passage_index)], h) for h in hits]
-            for i in deeper:
-                depth[i] = min(MAX_PASSAGES, depth[i] * DEEPEN)
-                found[i] = self._search(vector, subs[i], depth[i])
-
-    def _search(self, vector: Vector, sub: _Sub, depth: int) -> list[ScoredPoint]:
-        return self.vectors.search(self.collection, vector, filter=sub.filter, limit=depth)
+            threshold = bar(pool.values())
+            todo: list[tuple[float, str | None]] = []  # (how far above the bar, search)
+            for key in searches:
+                if asked.get(key, 0) >= MAX_PASSAGES or lowest.get(key) == -math.inf:
+                    continue  # nothing more to ask of it
+                if key is None:  # languages without a mean: best effort, deepened for too few
+                    if threshold == -math.inf:
+                        todo.append((math.inf, key))
+                    continue
+                bound = lowest.get(key, math.inf)
+                if covers_all:
+                    bound = min(bound, lowest[None])
+                excess = bound - offsets[key] - threshold
+                if excess > 0 or (key not in asked and not self.prune):
+                    todo.append((excess, key))
+            if not todo:
+                return pool
+            # with too few results every search runs; else the one most above the bar, since its
+            # results raise the bar and may spare the others
+            chosen = todo if threshold == -math.inf or not self.prune else [max(todo)]
+            for _, key in chosen:
+                previous = asked.get(key)
+                limit = depth if previous is None else min(MAX_PASSAGES, previous * DEEPEN)
+                run(key, limit)
 
     def _language_means(self) -> dict[str, Vector]:
         """Each language's mean passage direction, from a sample of stored vectors (cached)."""
@@ -221,6 +212,31 @@ class Searcher:
         story_ids = [h.story_id for h in hits if h.story_id]
         stories = self.store.get_stories(story_ids) if story_ids else {}
         return group_by_story(hits, stories, limit)
+
+
+def _passage_bar(count: int) -> Callable[[Iterable[tuple[float, ScoredPoint]]], float]:
+    """The score to beat to be among the ``count`` best passages (-inf while fewer)."""
+
+    def bar(scored: Iterable[tuple[float, ScoredPoint]]) -> float:
+        best = heapq.nlargest(count, (score for score, _ in scored))
+        return best[-1] if len(best) >= count else -math.inf
+
+    return bar
+
+
+def _article_bar(limit: int) -> Callable[[Iterable[tuple[float, ScoredPoint]]], float]:
+    """The score to beat to be among the ``limit`` best articles, an article scoring with its
+    best passage (-inf while fewer)."""
+
+    def bar(scored: Iterable[tuple[float, ScoredPoint]]) -> float:
+        articles: dict[str, float] = {}
+        for score, p in scored:
+            article = p.payload.article_id
+            articles[article] = max(score, articles.get(article, -math.inf))
+        best = heapq.nlargest(limit, articles.values())
+        return best[-1] if len(best) >= limit else -math.inf
+
+    return bar
 
 
 def feedback_query(query: Vector, passages: Sequence[Vector]) -> Vector:

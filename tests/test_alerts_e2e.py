@@ -147,7 +147,7 @@ def test_run_once_alerts_every_channel_once_per_story(
         }
         for article in alert["articles"]:
             assert article["passage"]
-            assert article["score"] > 0
+            assert isinstance(article["score"], float)  # a corrected cosine: may be < 0
             assert article["source"]
     messages = sum(len(alert["messages"]) for alert in alerts)
 
