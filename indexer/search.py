@@ -75,13 +75,31 @@ class Searcher:
         vector = self.embedder.embed_queries([query])[0]
         means = self._language_means()
         wanted = min(MAX_PASSAGES, limit * OVERSAMPLE)
+        # Measured (bench/search.py, 300k points, no filter, one run each on this machine): the
+        # old shape - the unfiltered search and one per language, each of `wanted` passages, in
+        # both rounds, all five re-run 4x deeper when the top `wanted` passages held fewer than
+        # `limit` articles (5 % of the queries: the p95) - p50/p95 49/68 ms; this one 30/35 ms,
+        # 42/46 ms with every language searched in both rounds (``prune=False``: what real
+        # multilingual vectors mostly need; the synthetic ones have no language bias). Same
+        # hits: top 10 identical on all 420 bench queries and the quality fixtures. Not kept:
+        # qdrant-edge's query_batch (five searches 16.1 ms instead of 16.8), threads (no gain
+        # on 2 cores), shallower first asks (a language-filtered search costs 2-5 ms at any
+        # limit up to 50, so a deepening costs a whole search), one unfiltered search re-scored
+        # (not exact: the offsets differ by 0.03-0.05 between languages, the cosines of 50
+        # passages span as little, so a language can need thousands of candidates).
         if self.feedback:
             count = self.feedback
-            pool = self._candidates(vector, flt, means, wanted, count, _passage_bar(count))
+            pool = self._candidates(vector, flt, means, wanted=wanted, depth=count,
+                                    bar=_passage_bar(count), prune=self.prune)  # fmt: skip
             best = sorted(pool.values(), key=lambda item: (-item[0], item[1].id))[:count]
             if best:
                 vector = self._with_feedback(vector, [p for _, p in best])
-        pool = self._candidates(vector, flt, means, wanted, wanted, _article_bar(limit))
+        # every language is searched here: pruning this round too on the unfiltered search's
+        # bound changed results (bench/search.py, 300k: top-10 recall against exact search
+        # 0.952 instead of 0.996) - the 10th article can lie where the approximate (HNSW)
+        # ranking misses passages; the feedback passages lie far above that
+        pool = self._candidates(vector, flt, means, wanted=wanted, depth=wanted,
+                                bar=_article_bar(limit), prune=False)  # fmt: skip
         # ranked by the corrected score; shown with the passage's plain cosine, which is what a
         # reader (and a threshold) understands
         hits = best_per_article([replace(p, score=adjusted) for adjusted, p in pool.values()])
@@ -94,48 +112,44 @@ class Searcher:
         vector: Vector,
         flt: SearchFilter,
         means: dict[str, Vector],
+        *,
         wanted: int,
         depth: int,
         bar: Callable[[Iterable[tuple[float, ScoredPoint]]], float],
+        prune: bool,
     ) -> dict[str, tuple[float, ScoredPoint]]:
-        """Passages by id with their corrected score: a superset of the best ones.
+        """Passages by id with their corrected score: a superset of the best ones by it.
 
         The corrected score is the cosine minus the query's affinity to the passage's language's
         mean. Measured (bench/quality.py, P@min(10,|R|), report split): with feedback 0.729
         without this correction, 0.912 with it: the model otherwise prefers the query's own
         language. The offset is one number per language and query, so a language's best
-        passages by corrected score are its best by cosine: a search filtered to the language
-        finds them however far other languages outrank it by cosine.
+        passages by corrected score are its best by cosine, which a search filtered to the
+        language finds however far other languages outrank it.
 
         ``bar(pool)`` is the corrected score an unseen passage must beat to matter (-inf while
-        too few results). One search without a language filter (``wanted`` passages) comes
-        first: it also holds the languages without a mean. Then, most promising first, each
-        language is searched (``depth`` passages) or searched deeper (x``DEEPEN``) while the
-        searches made do not bound its unseen passages below the bar: their cosine is at most
-        the lowest returned by a search that covers the language, so they score at most that
-        minus the language's offset. Too few results deepen every search.
-
-        Measured (bench/search.py, 300k points, unfiltered): the old shape - one search per
-        language plus one, each of ``wanted`` passages, in both rounds, all repeated at 4x the
-        depth when the top ``wanted`` passages held fewer than ``limit`` articles (5 % of the
-        queries, the p95) - took p50/p95 38/73 ms. Same results here (top-10 identical on all
-        bench queries and the quality fixtures); see the README for the times.
-        """
-        if not means:
-            offsets: dict[str, float] = {}
-            default = 0.0
-            languages: tuple[str, ...] = ()
-        else:
+        too few results). The search without a language filter (``wanted`` passages; it holds
+        the languages without a mean) runs first, then each language's (``depth`` passages).
+        A language's search is asked again, ``DEEPEN`` times deeper, while its lowest returned
+        cosine minus the language's offset beats the bar (an unseen passage might too); too few
+        results deepen every search, once each has been asked. With ``prune``, the unfiltered
+        search's lowest cosine bounds every language's unseen passages as well, so a language is
+        searched only while that bound beats the bar, the most promising first (its results
+        raise the bar)."""
+        if means:
             offsets = {lang: float(mean @ vector) for lang, mean in means.items()}
             default = sum(offsets.values()) / len(offsets)
-            languages = tuple(lang for lang in flt.languages or tuple(means) if lang in means)
-        other = tuple(lang for lang in flt.languages if lang not in means)
+        else:
+            offsets, default = {}, 0.0
         searches: dict[str | None, SearchFilter] = {
-            lang: replace(flt, languages=(lang,)) for lang in languages
+            lang: replace(flt, languages=(lang,))
+            for lang in flt.languages or means
+            if lang in means
         }
+        other = tuple(lang for lang in flt.languages if lang not in means)
         if other or not flt.languages:  # languages without a mean (or no correction)
             searches[None] = replace(flt, languages=other)
-        covers_all = not flt.languages  # the search without a language holds every language
+        covered = prune and not flt.languages  # the unfiltered search bounds every language
         pool: dict[str, tuple[float, ScoredPoint]] = {}
         asked: dict[str | None, int] = {}
         lowest: dict[str | None, float] = {}  # the lowest cosine returned; -inf: no more points
@@ -144,8 +158,7 @@ class Searcher:
             points = self.vectors.search(self.collection, vector, filter=searches[key],
                                          limit=limit)  # fmt: skip
             asked[key] = limit
-            exhausted = len(points) < limit
-            lowest[key] = -math.inf if exhausted else min(p.score for p in points)
+            lowest[key] = min(p.score for p in points) if len(points) >= limit else -math.inf
             for p in points:
                 pool[p.id] = (p.score - offsets.get(p.payload.language, default), p)
 
@@ -157,25 +170,22 @@ class Searcher:
             for key in searches:
                 if asked.get(key, 0) >= MAX_PASSAGES or lowest.get(key) == -math.inf:
                     continue  # nothing more to ask of it
-                if key is None:  # languages without a mean: best effort, deepened for too few
+                if key is None:  # languages without a mean: deepened only for too few results
                     if threshold == -math.inf:
                         todo.append((math.inf, key))
                     continue
                 bound = lowest.get(key, math.inf)
-                if covers_all:
+                if covered:
                     bound = min(bound, lowest[None])
-                excess = bound - offsets[key] - threshold
-                if excess > 0 or (key not in asked and not self.prune):
-                    todo.append((excess, key))
+                if bound - offsets[key] > threshold:
+                    todo.append((bound - offsets[key] - threshold, key))
             if not todo:
                 return pool
-            # with too few results every search runs; else the one most above the bar, since its
-            # results raise the bar and may spare the others
-            chosen = todo if threshold == -math.inf or not self.prune else [max(todo)]
+            todo = [item for item in todo if item[1] not in asked] or todo  # first asks first
+            chosen = todo if threshold == -math.inf or not prune else [max(todo, key=_first)]
             for _, key in chosen:
                 previous = asked.get(key)
-                limit = depth if previous is None else min(MAX_PASSAGES, previous * DEEPEN)
-                run(key, limit)
+                run(key, depth if previous is None else min(MAX_PASSAGES, previous * DEEPEN))
 
     def _language_means(self) -> dict[str, Vector]:
         """Each language's mean passage direction, from a sample of stored vectors (cached)."""
@@ -212,6 +222,10 @@ class Searcher:
         story_ids = [h.story_id for h in hits if h.story_id]
         stories = self.store.get_stories(story_ids) if story_ids else {}
         return group_by_story(hits, stories, limit)
+
+
+def _first(item: tuple[float, str | None]) -> float:
+    return item[0]
 
 
 def _passage_bar(count: int) -> Callable[[Iterable[tuple[float, ScoredPoint]]], float]:

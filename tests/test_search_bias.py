@@ -13,7 +13,16 @@ import pytest
 
 from indexer.qdrant_edge import EdgeVectorStore
 from indexer.search import Searcher
-from indexer.types import Matrix, PassageKind, PassagePayload, Point, SearchFilter, point_id
+from indexer.types import (
+    Matrix,
+    PassageKind,
+    PassagePayload,
+    Point,
+    ScoredPoint,
+    SearchFilter,
+    Vector,
+    point_id,
+)
 from monitor.state import open_state_store
 
 DIM = 16
@@ -93,3 +102,131 @@ def test_the_correction_ranks_the_on_topic_passage_of_another_language_first(
 def test_a_language_filter_still_applies(searcher: Searcher) -> None:
     hits = searcher.search("x", filter=SearchFilter(languages=("de",)), limit=5)
     assert {h.language for h in hits} == {"de"}
+
+
+# -- the searches behind one query: fewer of them, the same results ------------------------------
+
+LANGUAGES = ("de", "en", "ru", "uk")
+
+
+class CountingStore(EdgeVectorStore):
+    """The embedded store, recording the (languages, limit) of every search."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.searches: list[tuple[tuple[str, ...], int]] = []
+
+    def search(self, name: str, vector: Vector, *, filter: SearchFilter,
+               limit: int) -> list[ScoredPoint]:  # fmt: skip
+        self.searches.append((filter.languages, limit))
+        return super().search(name, vector, filter=filter, limit=limit)
+
+
+class GivenQuery:
+    """An embedder returning the vector it was last given."""
+
+    model_id = "test:given"
+    dim = DIM
+    max_tokens = 512
+    vector = unit(TOPIC)
+
+    def embed_queries(self, texts: Sequence[str]) -> Matrix:
+        return np.stack([self.vector for _ in texts])
+
+
+@pytest.fixture
+def coverage(tmp_path: Path) -> Iterator[tuple[Searcher, CountingStore, list[Point]]]:
+    """Four languages, each with its own bias direction; articles of 1-6 passages, and one
+    Ukrainian article of 30 near-identical on-topic passages."""
+    rng = np.random.default_rng(11)
+    bias = {lang: unit(rng.normal(size=DIM)) for lang in LANGUAGES}
+    points: list[Point] = []
+    for n in range(120):
+        lang = LANGUAGES[n % 4]
+        centre = rng.normal(size=DIM)
+        for index in range(1 + n % 6):
+            vector = unit(centre + 0.4 * rng.normal(size=DIM) + 2.0 * bias[lang])
+            points.append(passage(f"{lang}-{n}", lang, index, vector))
+    for index in range(30):
+        vector = unit(2 * TOPIC + 0.05 * rng.normal(size=DIM) + 1.5 * bias["uk"])
+        points.append(passage("uk-crowd", "uk", index, vector))
+    vectors = CountingStore(tmp_path / "vectors")
+    vectors.ensure_collection("c", DIM)
+    vectors.upsert("c", points)
+    store = open_state_store("sqlite://")
+    yield (Searcher(vectors=vectors, embedder=GivenQuery(), collection="c", store=store,  # type: ignore[arg-type]
+                    languages=LANGUAGES), vectors, points)  # fmt: skip
+    vectors.close()
+    store.close()
+
+
+def passage(article: str, language: str, index: int, vector: np.ndarray) -> Point:
+    payload = PassagePayload(
+        article_id=article, passage_index=index, kind=PassageKind.BODY, text=article,
+        url=f"https://x/{article}", title=article, language=language, source=language,
+        published_at=datetime(2026, 11, 28, tzinfo=UTC),
+    )  # fmt: skip
+    return Point(point_id(payload.url, index), vector.astype(np.float32), payload)
+
+
+def exact(points: Sequence[Point], query: np.ndarray, limit: int, feedback: int) -> list[str]:
+    """What the search means, by brute force: the corrected score (cosine minus the query's
+    affinity to the passage's language's mean), one feedback round, the best articles."""
+    matrix = np.stack([p.vector for p in points])
+    language = np.array([p.payload.language for p in points])
+    means = {lang: matrix[language == lang].mean(axis=0) for lang in LANGUAGES}
+
+    def corrected(q: np.ndarray) -> np.ndarray:
+        return matrix @ q - np.array([float(means[lang] @ q) for lang in language])
+
+    if feedback:
+        best = np.argsort(-corrected(query))[:feedback]
+        query = query + matrix[best].mean(axis=0)
+    order = np.argsort(-corrected(query / np.linalg.norm(query)))
+    return list(dict.fromkeys(points[i].payload.article_id for i in order))[:limit]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_hits_are_the_best_articles_by_corrected_score(
+    coverage: tuple[Searcher, CountingStore, list[Point]], seed: int
+) -> None:
+    searcher, _, points = coverage
+    rng = np.random.default_rng(seed)
+    query = unit(points[int(rng.integers(len(points)))].vector + 0.3 * rng.normal(size=DIM))
+    searcher.embedder.vector = query  # type: ignore[attr-defined]
+    for limit in (3, 10):
+        hits = searcher.search("x", limit=limit)
+        assert [h.article_id for h in hits] == exact(points, query, limit, searcher.feedback)
+        assert {h.language for h in hits} != {"uk"} or limit < 4  # other languages' coverage
+
+
+def test_a_crowding_article_does_not_hide_the_next_ones(
+    coverage: tuple[Searcher, CountingStore, list[Point]],
+) -> None:
+    searcher, vectors, points = coverage
+    searcher.feedback = 0
+    query = unit(TOPIC)
+    searcher.embedder.vector = query  # type: ignore[attr-defined]
+    hits = searcher.search("x", limit=4)  # 20 passages a search: only the crowd's in Ukrainian
+    assert [h.article_id for h in hits] == exact(points, query, 4, feedback=0)
+    assert hits[0].article_id == "uk-crowd"
+    # only the Ukrainian search was asked again, deeper
+    assert sorted(vectors.searches) == [((), 20), (("de",), 20), (("en",), 20), (("ru",), 20),
+                                        (("uk",), 20), (("uk",), 80)]  # fmt: skip
+
+
+def test_pruning_spares_searches_not_results(
+    coverage: tuple[Searcher, CountingStore, list[Point]],
+) -> None:
+    searcher, vectors, points = coverage
+    query = unit(points[7].vector)
+    searcher.embedder.vector = query  # type: ignore[attr-defined]
+    pruned = searcher.search("x", limit=10)
+    pruned_searches = len(vectors.searches)
+    vectors.searches.clear()
+    searcher.prune = False
+    every = searcher.search("x", limit=10)
+    assert every == pruned
+    # without pruning every language is searched in both rounds; with it, not in the first
+    assert all(vectors.searches.count(((lang,), 3)) == 1 for lang in LANGUAGES)
+    assert pruned_searches < len(vectors.searches)
