@@ -13,7 +13,7 @@ first poll its backlog is history, so only entries published within ``alert_back
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,7 +26,7 @@ from alerts.types import (
     alert_id_for,
     message_id_for,
 )
-from indexer.types import Story
+from indexer.types import Story, Vector
 from monitor.types import Article
 
 #: articles shown in one message, best first (the record keeps all of them)
@@ -40,6 +40,52 @@ class FollowUpPolicy:
     #: this many outlets the alert has not reported yet trigger a follow-up
     new_sources: int = 3
     max_follow_ups: int = 3
+    #: at most one message per alert in this long: coverage of one event arrives language by
+    #: language over hours, and one summary beats a message per language
+    min_interval: timedelta = timedelta(hours=6)
+    #: joining an earlier alert of the topic: the best lead-to-lead margin (cosine minus the
+    #: story policy's threshold for the pair's languages) with one of its articles published
+    #: within ``window`` must reach this
+    join_margin: float = 0.0
+    window: timedelta = timedelta(hours=72)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMember:
+    """An article already reported by an alert, as the join decision sees it."""
+
+    alert_id: str
+    language: str
+    published_at: datetime
+    lead: Vector
+
+
+def related_alert(
+    lead: Vector,
+    language: str,
+    published_at: datetime,
+    members: Sequence[AlertMember],
+    threshold: Callable[[str, str], float],
+    policy: FollowUpPolicy = FollowUpPolicy(),
+) -> str | None:
+    """The earlier alert of the same topic that a new story continues, if any.
+
+    The indexer's story clustering is deliberately strict (a story's mean similarity must clear
+    the pair thresholds), so one event told from different angles in four languages can end up
+    as several stories. Within one topic the evidence is stronger - both matched it, days apart
+    at most - so a single close article (``join_margin`` over the pair threshold) suffices to
+    report the new story as part of the earlier alert instead of alerting again. Measured on
+    the report split (bench/topics.py): alerts per labelled story 1.75 / 1.40 / 1.80 without,
+    see the README for with.
+    """
+    best: tuple[float, str] | None = None
+    for member in members:
+        if abs(member.published_at - published_at) > policy.window:
+            continue
+        margin = float(lead @ member.lead) - threshold(language, member.language)
+        if margin >= policy.join_margin and (best is None or margin > best[0]):
+            best = (margin, member.alert_id)
+    return best[1] if best else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +117,8 @@ def plan_message(
         return _message(topic, story, waiting, 0, MessageKind.NEW, _first_reason(waiting), now)
     if len(previous) - 1 >= policy.max_follow_ups:
         return None
+    if now - max(p.created_at for p in previous) < policy.min_interval:
+        return None  # they wait: for the next match after the interval, or the digest
     reason = growth(previous, [m for m in waiting if m.alertable], policy)
     if reason is None:
         return None

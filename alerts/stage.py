@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article, refine_query
-from alerts.plan import FollowUpPolicy, may_alert, plan_message
+from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.profiles import build_profile, reference_means
-from alerts.types import AlertMessage, Match, Topic, alert_id_for
+from alerts.types import AlertMessage, Match, Topic
 from indexer.means import language_means, overall_mean
+from indexer.stories import StoryPolicy
 from indexer.types import Matrix, SearchFilter, Vector
 from monitor.types import Article, ArticleStatus, utcnow
 
@@ -65,6 +66,7 @@ class AlertStage:
     backfill: timedelta
     policy: MatchPolicy
     follow_up: FollowUpPolicy = field(default_factory=FollowUpPolicy)
+    story_policy: StoryPolicy = field(default_factory=StoryPolicy)
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic
     _profiles: dict[str, TopicProfile] | None = field(default=None, init=False, repr=False)
@@ -86,7 +88,7 @@ class AlertStage:
                                   now=now)  # fmt: skip
         if not alertable or article.story_id is None:
             return []
-        planned = (self._plan(m.topic_id, article.story_id, now) for m in matches if m.matched)
+        planned = (self._plan(m.topic_id, article, now) for m in matches if m.matched)
         return [message for message in planned if message is not None]
 
     def match(self, article: Article, *, labels: bool = True) -> list[Match]:
@@ -101,14 +103,25 @@ class AlertStage:
             for profile in self.profiles(labels=labels).values()
         ]
 
-    def _plan(self, topic_id: str, story_id: str, now: datetime) -> AlertMessage | None:
+    def _plan(self, topic_id: str, article: Article, now: datetime) -> AlertMessage | None:
         topic = next(t for t in self.topics if t.id == topic_id)
+        story_id = article.story_id
+        assert story_id is not None
+        alert_id = self.store.alert_of_story(topic_id, story_id)
+        if alert_id is None:
+            alert_id = self._related_alert(topic_id, article, now)
+            if alert_id is not None:
+                self.store.join_alert(alert_id, topic_id, story_id)
+                log.info("topic %r: story %r continues alert %s", topic_id, story_id, alert_id)
+        record = self.store.get_alert(alert_id) if alert_id else None
+        if record is not None:  # the alert's own story names it (and its id)
+            story_id = record.story_id
         story = self.store.get_stories([story_id]).get(story_id)
         if story is None:
             return None
-        record = self.store.get_alert(alert_id_for(topic_id, story_id))
         previous = record.messages if record else ()
-        matches = self.store.story_matches(topic_id, story_id)
+        matches = (self.store.alert_matches(record.id) if record
+                   else self.store.story_matches(topic_id, story_id))  # fmt: skip
         planned = plan_message(topic, story, matches, previous, now, self.follow_up)
         if planned is None:
             return None
@@ -120,6 +133,24 @@ class AlertStage:
         log.info("alert %s: topic %r, story %r: %s", planned.message.id, topic.id,
                  story.headline, planned.message.reason)  # fmt: skip
         return planned.message
+
+    def _related_alert(self, topic_id: str, article: Article, now: datetime) -> str | None:
+        """An earlier alert of the topic this article's story continues (alerts.plan)."""
+        lead = self._vector(article.id, 0)
+        if lead is None:
+            return None
+        since = now - self.follow_up.window
+        members = [
+            AlertMember(record.id, member.language, member.published_at, vector)
+            for record in self.store.list_alerts(topic_id=topic_id, since=since)
+            for member in record.articles
+            if member.article_id != article.id
+            and (vector := self._vector(member.article_id, 0)) is not None
+        ]
+        published = article.published_at or article.discovered_at
+        language = article.language or article.feed_language
+        return related_alert(lead, language, published, members, self.story_policy.threshold,
+                             self.follow_up)  # fmt: skip
 
     # -- profiles
 

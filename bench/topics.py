@@ -448,8 +448,21 @@ def pipeline_bench(
                     stories.setdefault(label.story, set()).add(alert.id)
         per_story = sum(len(a) for a in stories.values()) / len(stories) if stories else 0.0
         messages = sum(len(a.messages) for a in topic_alerts)
+        labelled = {i.story for i in report if topic.id in i.topics}
+        impure = sum(
+            1
+            for alert in topic_alerts
+            if len(
+                {
+                    by_id[a.article_id].story
+                    for a in alert.articles
+                    if topic.id in by_id[a.article_id].topics
+                }
+            )
+            > 1
+        )
         rows.append([topic.id, result.precision, result.recall, result.f1, len(topic_alerts),
-                     messages, len(stories), per_story])  # fmt: skip
+                     messages, f"{len(stories)}/{len(labelled)}", per_story, impure])  # fmt: skip
     table(
         f"2. Whole pipeline on the report split (Indexer + AlertStage, BUNDLED_POLICY threshold "
         f"{BUNDLED_POLICY.threshold}, contrast {BUNDLED_POLICY.contrast}; "
@@ -463,6 +476,7 @@ def pipeline_bench(
             "messages",
             "stories alerted",
             "alerts/story",
+            "alerts spanning 2+ stories",
         ],
         rows,
     )

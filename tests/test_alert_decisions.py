@@ -11,7 +11,7 @@ import pytest
 from alerts.dispatch import RetryPolicy, next_attempt
 from alerts.keywords import found
 from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article
-from alerts.plan import FollowUpPolicy, may_alert, plan_message
+from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.types import (
     AlertArticle,
     MessageKind,
@@ -200,14 +200,16 @@ def test_follow_up_only_when_the_story_grows_materially() -> None:
     same_language = [*reported, _match("a2", "en", "bbc"), _match("a3", "en", "wire")]
     assert plan_message(TOPIC, STORY, same_language, sent, NOW) is None  # waits for the digest
     new_language = [*same_language, _match("a4", "uk", "pravda")]
-    follow = plan_message(TOPIC, STORY, new_language, sent, NOW)
+    assert plan_message(TOPIC, STORY, new_language, sent, NOW + timedelta(hours=1)) is None
+    later = NOW + timedelta(hours=6)  # one message per alert per min_interval at most
+    follow = plan_message(TOPIC, STORY, new_language, sent, later)
     assert follow is not None
     assert follow.message.kind is MessageKind.FOLLOW_UP
     assert follow.message.sequence == 1
     assert follow.message.reason == "first coverage in uk"
     assert set(follow.article_ids) == {"a2", "a3", "a4"}  # the waiting ones join it
     many_outlets = reported + [_match(f"b{i}", "en", f"outlet{i}") for i in range(3)]
-    grown = plan_message(TOPIC, STORY, many_outlets, sent, NOW)
+    grown = plan_message(TOPIC, STORY, many_outlets, sent, later)
     assert grown is not None
     assert grown.message.reason.startswith("3 more outlets")
 
@@ -216,11 +218,34 @@ def test_follow_ups_are_capped() -> None:
     policy = FollowUpPolicy(max_follow_ups=1)
     first = plan_message(TOPIC, STORY, [_match("a1", "en", "wire")], [], NOW)
     assert first is not None
-    second = plan_message(TOPIC, STORY, [_match("a2", "uk", "x")], [first.message], NOW, policy)
+    later = NOW + timedelta(hours=7)
+    second = plan_message(TOPIC, STORY, [_match("a2", "uk", "x")], [first.message], later, policy)
     assert second is not None
     third = plan_message(TOPIC, STORY, [_match("a3", "ru", "y")],
-                         [first.message, second.message], NOW, policy)  # fmt: skip
+                         [first.message, second.message], later + timedelta(days=1),
+                         policy)  # fmt: skip
     assert third is None
+
+
+def _member(alert: str, lang: str, vector: np.ndarray, hours: float = 0) -> AlertMember:
+    return AlertMember(alert, lang, NOW + timedelta(hours=hours), vector)
+
+
+def test_a_new_story_continues_a_close_earlier_alert_of_the_topic() -> None:
+    policy = FollowUpPolicy(join_margin=0.0, window=timedelta(hours=72))
+
+    def threshold(a: str, b: str) -> float:
+        return 0.9 if a == b else 0.8
+
+    lead = _unit(1, 0, 0, 0)
+    close_uk = _unit(1, 0.6, 0, 0)  # cosine 0.857: above the cross-language 0.8, not 0.9
+    members = [_member("al-1", "uk", close_uk), _member("al-2", "en", _unit(0, 1, 0, 0))]
+    assert related_alert(lead, "en", NOW, members, threshold, policy) == "al-1"
+    assert related_alert(lead, "uk", NOW, members, threshold, policy) is None  # same language
+    late = [_member("al-1", "uk", close_uk, hours=80)]
+    assert related_alert(lead, "en", NOW, late, threshold, policy) is None  # outside the window
+    best = [*members, _member("al-3", "uk", _unit(1, 0.1, 0, 0))]
+    assert related_alert(lead, "en", NOW, best, threshold, policy) == "al-3"  # the closest
 
 
 def _article(**overrides: object) -> Article:

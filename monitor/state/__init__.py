@@ -193,6 +193,18 @@ class StateStore(Protocol):
         """Every stored match of the topic in the story, oldest first."""
         ...
 
+    def alert_matches(self, alert_id: str) -> list[StoredMatch]:
+        """Every match of the alert's topic in the alert's stories, oldest first."""
+        ...
+
+    def alert_of_story(self, topic_id: str, story_id: str) -> str | None:
+        """The alert a (topic, story) belongs to, if any."""
+        ...
+
+    def join_alert(self, alert_id: str, topic_id: str, story_id: str) -> None:
+        """Make ``story_id``'s matches of the topic part of the (earlier) alert."""
+        ...
+
     def list_matches(
         self,
         *,

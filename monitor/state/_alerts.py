@@ -24,6 +24,7 @@ from alerts.types import (
 )
 from monitor.state.schema import (
     alert_messages,
+    alert_stories,
     alerts,
     articles,
     deliveries,
@@ -133,6 +134,36 @@ def story_matches(conn: Connection, topic_id: str, story_id: str) -> list[Stored
     return [_stored_match(row) for row in conn.execute(query).mappings()]
 
 
+def alert_matches(conn: Connection, alert_id: str) -> list[StoredMatch]:
+    """Every match of the alert's topic in any of the alert's stories, oldest first."""
+    query = (
+        _matches_query()
+        .join(
+            alert_stories,
+            (alert_stories.c.topic_id == topic_matches.c.topic_id)
+            & (alert_stories.c.story_id == topic_matches.c.story_id),
+        )
+        .where(alert_stories.c.alert_id == alert_id)
+        .order_by(topic_matches.c.matched_at, topic_matches.c.article_id)
+    )
+    return [_stored_match(row) for row in conn.execute(query).mappings()]
+
+
+def alert_of_story(conn: Connection, topic_id: str, story_id: str) -> str | None:
+    query = sa.select(alert_stories.c.alert_id).where(
+        alert_stories.c.topic_id == topic_id, alert_stories.c.story_id == story_id
+    )
+    value = conn.execute(query).scalar()
+    return str(value) if value is not None else None
+
+
+def join_alert(conn: Connection, alert_id: str, topic_id: str, story_id: str) -> None:
+    statement = _insert(conn)(alert_stories).values(
+        topic_id=topic_id, story_id=story_id, alert_id=alert_id
+    )
+    conn.execute(statement.on_conflict_do_nothing())
+
+
 def list_matches(
     conn: Connection, *, topic_id: str | None, since: datetime | None, until: datetime | None
 ) -> list[StoredMatch]:
@@ -176,6 +207,7 @@ def save_message(
         )
         .on_conflict_do_update(index_elements=[alerts.c.id], set_={"updated_at": now})
     )
+    join_alert(conn, message.alert_id, message.topic_id, message.story_id)
     conn.execute(
         alert_messages.insert().values(
             id=message.id,
@@ -311,7 +343,7 @@ def _record(conn: Connection, row: RowMapping) -> AlertRecord:
             .order_by(deliveries.c.message_id, deliveries.c.channel)
         ).mappings()
     ]
-    matched = story_matches(conn, row["topic_id"], row["story_id"])
+    matched = alert_matches(conn, row["id"])
     return AlertRecord(
         id=row["id"],
         topic_id=row["topic_id"],

@@ -193,6 +193,16 @@ alerts = sa.Table(
     sa.UniqueConstraint("topic_id", "story_id"),
 )
 
+alert_stories = sa.Table(
+    "alert_stories",
+    metadata,
+    # which alert a (topic, story) belongs to: its own, or an earlier alert of the topic that
+    # the story was found to continue (the clustering split one event into several stories)
+    sa.Column("topic_id", sa.Text, primary_key=True),
+    sa.Column("story_id", sa.Text, primary_key=True),
+    sa.Column("alert_id", sa.Text, sa.ForeignKey("alerts.id"), nullable=False, index=True),
+)
+
 alert_messages = sa.Table(
     "alert_messages",
     metadata,

@@ -283,6 +283,19 @@ class SqlStateStore:
         with self._transaction(what) as conn:
             return _alerts.story_matches(conn, topic_id, story_id)
 
+    def alert_matches(self, alert_id: str) -> list[StoredMatch]:
+        with self._transaction(f"reading the matches of alert {alert_id!r}") as conn:
+            return _alerts.alert_matches(conn, alert_id)
+
+    def alert_of_story(self, topic_id: str, story_id: str) -> str | None:
+        with self._transaction(f"looking up the alert of story {story_id!r}") as conn:
+            return _alerts.alert_of_story(conn, topic_id, story_id)
+
+    def join_alert(self, alert_id: str, topic_id: str, story_id: str) -> None:
+        what = f"joining story {story_id!r} to alert {alert_id!r}"
+        with self._transaction(what, write=True) as conn:
+            _alerts.join_alert(conn, alert_id, topic_id, story_id)
+
     def list_matches(
         self,
         *,

@@ -59,6 +59,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_alerts_created_at", "alerts", ["created_at"])
     op.create_table(
+        "alert_stories",
+        sa.Column("topic_id", sa.Text, nullable=False),
+        sa.Column("story_id", sa.Text, nullable=False),
+        sa.Column("alert_id", sa.Text, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["alert_id"], ["alerts.id"], name="fk_alert_stories_alert_id_alerts"
+        ),
+        sa.PrimaryKeyConstraint("topic_id", "story_id", name="pk_alert_stories"),
+    )
+    op.create_index("ix_alert_stories_alert_id", "alert_stories", ["alert_id"])
+    op.create_table(
         "alert_messages",
         sa.Column("id", sa.Text, nullable=False),
         sa.Column("alert_id", sa.Text, nullable=False),
@@ -108,6 +119,8 @@ def downgrade() -> None:
     op.drop_index("ix_deliveries_status_next_attempt_at", table_name="deliveries")
     op.drop_table("deliveries")
     op.drop_table("alert_messages")
+    op.drop_index("ix_alert_stories_alert_id", table_name="alert_stories")
+    op.drop_table("alert_stories")
     op.drop_index("ix_alerts_created_at", table_name="alerts")
     op.drop_table("alerts")
     op.drop_index("ix_topic_matches_matched_at", table_name="topic_matches")
