@@ -113,15 +113,21 @@ class AlertStage:
             if alert_id is not None:
                 self.store.join_alert(alert_id, topic_id, story_id)
                 log.info("topic %r: story %r continues alert %s", topic_id, story_id, alert_id)
-        record = self.store.get_alert(alert_id) if alert_id else None
-        if record is not None:  # the alert's own story names it (and its id)
-            story_id = record.story_id
+        if alert_id is not None:  # the alert's own story names it (and its id)
+            record = self.store.get_alert(alert_id)
+            story_id = record.story_id if record else story_id
+        return self._plan_alert(topic, story_id, alert_id, now)
+
+    def _plan_alert(
+        self, topic: Topic, story_id: str, alert_id: str | None, now: datetime
+    ) -> AlertMessage | None:
         story = self.store.get_stories([story_id]).get(story_id)
+        record = self.store.get_alert(alert_id) if alert_id else None
         if story is None:
             return None
         previous = record.messages if record else ()
         matches = (self.store.alert_matches(record.id) if record
-                   else self.store.story_matches(topic_id, story_id))  # fmt: skip
+                   else self.store.story_matches(topic.id, story_id))  # fmt: skip
         planned = plan_message(topic, story, matches, previous, now, self.follow_up)
         if planned is None:
             return None
@@ -133,6 +139,24 @@ class AlertStage:
         log.info("alert %s: topic %r, story %r: %s", planned.message.id, topic.id,
                  story.headline, planned.message.reason)  # fmt: skip
         return planned.message
+
+    def follow_ups_due(self) -> list[AlertMessage]:
+        """Plan the follow-ups that waited for ``min_interval`` (the service runs this
+        periodically): without it, a story that grew right after its alert would report its
+        growth only with its next match or in the digest."""
+        now = self.clock()
+        messages = []
+        for record in self.store.list_alerts(since=now - self.follow_up.window):
+            topic = next((t for t in self.topics if t.id == record.topic_id), None)
+            if topic is None:
+                continue  # a topic removed from the config
+            waiting = [m for m in self.store.alert_matches(record.id)
+                       if m.message_id is None and m.alertable]  # fmt: skip
+            if waiting:
+                message = self._plan_alert(topic, record.story_id, record.id, now)
+                if message is not None:
+                    messages.append(message)
+        return messages
 
     def _related_alert(self, topic_id: str, article: Article, now: datetime) -> str | None:
         """An earlier alert of the topic this article's story continues (alerts.plan)."""

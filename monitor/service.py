@@ -55,6 +55,8 @@ POLL_CONCURRENCY = 16
 ARTICLE_CONCURRENCY = 16
 DUE_SWEEP_INTERVAL = timedelta(seconds=60)
 VECTOR_MAINTENANCE_INTERVAL = timedelta(minutes=10)
+#: how often held-back follow-up alerts are looked at
+FOLLOW_UP_INTERVAL = timedelta(minutes=10)
 #: how long shutdown waits for the article being embedded
 SHUTDOWN_GRACE = 30.0
 DUE_BATCH = 500
@@ -211,6 +213,17 @@ class App:
             self._messages.extend(messages)
             self._delivery_wake.set()
 
+    async def _follow_ups(self) -> None:
+        """Follow-ups that waited for their alert's minimum interval (alerts.plan)."""
+        try:
+            messages = await asyncio.to_thread(self.alerts.follow_ups_due)
+        except Exception:
+            log.exception("planning due follow-up alerts failed; will try again")
+            return
+        if messages:
+            self._messages.extend(messages)
+            self._delivery_wake.set()
+
     async def index_pending(self) -> RunSummary:
         """Index every fetched article (``newsmon reindex`` without a running service)."""
         workers = self._start_workers()
@@ -257,6 +270,7 @@ class App:
             if self._index_queue is not None:
                 await self._index_queue.join()
                 await self._maintain_vectors()
+            await self._follow_ups()  # what earlier runs held back for the interval
             # bounded: an unreachable channel must not keep a one-shot run (a cron job) alive;
             # what is left stays in the outbox for the next run
             await self.dispatcher.drain(self.config.delivery.wait.total_seconds())
@@ -328,6 +342,10 @@ class App:
         scheduler.add_job(
             self._maintain_vectors, "interval", id="vector-maintenance",
             seconds=VECTOR_MAINTENANCE_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
+        )  # fmt: skip
+        scheduler.add_job(
+            self._follow_ups, "interval", id="alert-follow-ups",
+            seconds=FOLLOW_UP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
         scheduler.add_job(
             self._enqueue_due, "interval", id="due-articles", next_run_time=now,

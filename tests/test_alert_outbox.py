@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,40 @@ def test_drain_waits_for_retries_within_its_bound(store: SqlStateStore) -> None:
     store.save_alert_message(planned.message, article_ids=planned.article_ids, channels=["slack"],
                              now=T0)  # fmt: skip
     assert asyncio.run(dispatcher.drain(timeout=0.5)) == 1  # bounded: gives up waiting, keeps it
+
+
+def test_held_back_follow_ups_go_out_once_the_interval_passed(
+    store: SqlStateStore, tmp_path: Path
+) -> None:
+    from alerts.matching import BUNDLED_POLICY
+    from alerts.stage import AlertStage
+    from indexer.embed import HashEmbedder
+    from indexer.qdrant_edge import EdgeVectorStore
+    from tests.test_state import draft, page_text
+
+    message_id = _queue_first_message(store)  # a1, a2 (uk) reported at T0
+    store.save_drafts([draft("e1")], T0)
+    store.save_text("e1", page_text(language="en"), T0)
+    store.mark_indexed("e1", model="m", story=_story("s1", count=3), near_duplicate_of=None,
+                       now=T0)  # fmt: skip
+    store.record_matches("e1", "s1", [_match("e1")], alertable=True, now=T0 + timedelta(hours=1))
+    clock = Clock()
+    vectors = EdgeVectorStore(tmp_path / "vectors")
+    stage = AlertStage(
+        store=store, vectors=vectors, embedder=HashEmbedder(), collection="c", topics=(TOPIC,),
+        channels=frozenset({"mail"}), languages=("en", "uk"), backfill=timedelta(days=1),
+        policy=BUNDLED_POLICY, clock=clock,
+    )  # fmt: skip
+    try:
+        clock.now = T0 + timedelta(hours=2)
+        assert stage.follow_ups_due() == []  # within the alert's minimum interval
+        clock.now = T0 + timedelta(hours=7)
+        [follow_up] = stage.follow_ups_due()
+        assert follow_up.reason == "first coverage in en"
+        assert [a.article_id for a in follow_up.articles] == ["e1"]
+        assert follow_up.alert_id == message_id.rsplit(".", 1)[0]
+        assert stage.follow_ups_due() == []  # planned once
+        [record] = store.list_alerts()
+        assert [m.sequence for m in record.messages] == [0, 1]
+    finally:
+        vectors.close()

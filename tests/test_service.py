@@ -90,7 +90,11 @@ def test_service_polls_each_feed_once_processes_articles_and_reschedules(
     now = datetime.now(UTC)
     # every feed, the broken one too, has exactly one pending job at its stored next poll time
     jobs = seen["jobs"]
-    assert set(jobs) == {f"feed:{name}" for name in feeds} | {"due-articles", "vector-maintenance"}
+    assert set(jobs) == {f"feed:{name}" for name in feeds} | {
+        "due-articles",
+        "vector-maintenance",
+        "alert-follow-ups",
+    }
     for name, state in states.items():
         assert state.next_poll_at is not None
         assert state.next_poll_at > now
