@@ -76,10 +76,15 @@ class AlertStage:
 
     # -- the stage
 
-    def process(self, article_id: str) -> list[AlertMessage]:
-        """Match one indexed article against every topic; returns the messages it queued."""
+    def process(self, article_id: str, *, again: bool = False) -> list[AlertMessage]:
+        """Match one indexed article against every topic; returns the messages it queued.
+
+        ``again``: match an article that was matched before (its passages changed, e.g. its
+        body was embedded after its lead); stored matches keep which message reported them."""
         article = self.store.get_article(article_id)
-        if article is None or article.status is not ArticleStatus.INDEXED or article.matched_at:
+        if article is None or article.status is not ArticleStatus.INDEXED:
+            return []
+        if article.matched_at and not again:
             return []
         now = self.clock()
         alertable = may_alert(article, now, self.backfill)
