@@ -75,10 +75,13 @@ def build_profile(
     relevant: Sequence[Vector] = (),
     not_relevant: Sequence[Vector] = (),
     feedback: Callable[[Vector, Mapping[str, Vector]], Vector] | None = None,
+    language_feedback: Callable[[Vector, str], Vector] | None = None,
 ) -> TopicProfile:
     """Embed the topic's texts; ``relevant`` / ``not_relevant`` are vectors of articles the
     user labelled, joining the topic's examples and negatives. ``feedback`` refines each query
-    against the stored coverage (see ``AlertStage``); it gets the query and the means."""
+    against the stored coverage (see ``AlertStage``); it gets the query and the means.
+    ``language_feedback`` then refines it once more per language, on that language's coverage
+    only, giving each language its own query (see ``alerts.matching``)."""
     try:
         queries = embedder.embed_queries(query_texts(topic))
         if feedback is not None:
@@ -87,10 +90,19 @@ def build_profile(
         negatives = embedder.embed_documents(list(topic.negatives)) if topic.negatives else None
     except Exception as e:
         raise TopicError(topic.id, f"cannot embed the topic's texts: {e}") from e
-    offsets = {lang: (queries @ mean).astype(np.float32) for lang, mean in means.items()}
+    per_language = {
+        lang: np.stack([language_feedback(q, lang) for q in queries])
+        for lang in means
+        if language_feedback is not None
+    }
+    offsets = {
+        lang: (per_language.get(lang, queries) @ mean).astype(np.float32)
+        for lang, mean in means.items()
+    }
     return TopicProfile(
         topic=topic,
         queries=queries,
+        language_queries=per_language,
         offsets=offsets,
         context=context,
         positives=_rows(examples, relevant),

@@ -202,6 +202,7 @@ class AlertStage:
             profiles[topic.id] = build_profile(
                 topic, self.embedder, means=means, context=context,
                 relevant=relevant, not_relevant=not_relevant, feedback=self._feedback,
+                language_feedback=self._language_feedback,
             )  # fmt: skip
         self._profiles, self._profiles_key, self._built_at = profiles, key, self.monotonic()
         return profiles
@@ -227,6 +228,24 @@ class AlertStage:
             return query
         return refine_query(query, np.stack(rows), np.array(offsets, dtype=np.float32), k,
                             self.policy.feedback_weight)  # fmt: skip
+
+    def _language_feedback(self, query: Vector, language: str) -> Vector:
+        """The query refined on one language's best stored passages (alerts.matching)."""
+        k = self.policy.language_feedback_passages
+        if not k or not self.policy.language_feedback_weight or not self._feedback_on:
+            return query
+        flt = SearchFilter(languages=(language,))
+        rows = [
+            vector
+            for hit in self.vectors.search(self.collection, query, filter=flt, limit=k)
+            if (vector := self._vector(hit.payload.article_id, hit.payload.passage_index))
+            is not None
+        ]
+        if not rows:
+            return query
+        offsets = np.zeros(len(rows), dtype=np.float32)  # one language: ranking is by cosine
+        return refine_query(query, np.stack(rows), offsets, k,
+                            self.policy.language_feedback_weight)  # fmt: skip
 
     def _vector(self, article_id: str, passage_index: int) -> Vector | None:
         points = self.vectors.article_points(self.collection, article_id, with_vectors=True)

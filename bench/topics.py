@@ -271,8 +271,16 @@ def profile_for(
         return refine_query(query, passages, offsets, variant.policy.feedback_passages,
                             variant.policy.feedback_weight)  # fmt: skip
 
-    return build_profile(topic, embedder, means=means if variant.offsets else {},
-                         context=overall_mean(means), feedback=feedback)  # fmt: skip
+    def language_feedback(query: Vector, language: str) -> Vector:
+        mine = np.array([lang == language for lang in languages])
+        return refine_query(query, passages[mine], np.zeros(int(mine.sum()), dtype=np.float32),
+                            variant.policy.language_feedback_passages,
+                            variant.policy.language_feedback_weight)  # fmt: skip
+
+    return build_profile(
+        topic, embedder, means=means if variant.offsets else {}, context=overall_mean(means),
+        feedback=feedback, language_feedback=language_feedback if variant.offsets else None,
+    )  # fmt: skip
 
 
 def best_threshold(scores: dict[str, dict[str, float]], items: Sequence[Item]) -> float:
@@ -310,18 +318,24 @@ def variants_bench(
     report: Sequence[Item],
     means: dict[str, Vector],
 ) -> None:
-    plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0)
+    plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0,
+                        language_feedback_passages=0)  # fmt: skip
     default = replace(BUNDLED_POLICY, threshold=0)
+    global_only = replace(default, language_feedback_passages=0)
     variants = [
         Variant("plain cosine with the description", plain, offsets=False),
         Variant("+ language offsets", plain),
         Variant("+ 2 agreeing passages", replace(plain, agreeing=2)),
-        Variant("+ feedback, 20 passages", replace(default, contrast=0.0)),
-        Variant("+ context contrast 0.25 (the project default)", default),
+        Variant("+ feedback, 20 passages", replace(global_only, contrast=0.0)),
+        Variant("+ context contrast 0.25", global_only),
+        Variant("+ per-language feedback (the project default)", default),
         Variant("  default, contrast 0.5", replace(default, contrast=0.5)),
+        Variant("  default, language feedback 5", replace(default, language_feedback_passages=5)),
+        Variant(
+            "  default, language feedback weight 1.0",
+            replace(default, language_feedback_weight=1.0),
+        ),
         Variant("  default, feedback 10 passages", replace(default, feedback_passages=10)),
-        Variant("  default, feedback weight 0.5", replace(default, feedback_weight=0.5)),
-        Variant("  default, 3 agreeing passages", replace(default, agreeing=3)),
         Variant("  default + examples/negatives", default, examples=True),
     ]
     splits = {"cal": calibration, "rep": report}
