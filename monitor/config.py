@@ -426,7 +426,9 @@ class TopicConfig(_Model):
     #: contain one of ``include`` (when given) and none of ``exclude``
     include: tuple[Keyword, ...] = ()
     exclude: tuple[Keyword, ...] = ()
-    threshold: float | None = Field(default=None, ge=0, le=1)
+    #: on the matcher's corrected score (see alerts/matching.py; the bundled model's calibrated
+    #: default is below 0), so anything from -1 to 1; `newsmon topics test` shows the scores
+    threshold: float | None = Field(default=None, ge=-1, le=1)
     examples: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
 

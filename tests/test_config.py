@@ -933,3 +933,35 @@ def test_config_is_frozen() -> None:
         config.data_dir = Path("/elsewhere")
     with pytest.raises(ValidationError, match="frozen"):
         config.feeds[0].url = "https://other.example/"
+
+
+def test_alerting_keys_are_validated() -> None:
+    problems = problems_of(
+        FEED
+        + """\
+channels:
+  mail: {type: email, smtp_host: localhost, from: a@example.org, to: b@example.org}
+topics:
+  - id: talks
+    name: Talks
+    description: Peace talks
+    channels: [mail]
+    include: ["Abu Dhabi", "  "]
+    threshold: 1.5
+delivery: {wait: soon, max_attempts: 0}
+"""
+    )
+    assert problems == [
+        "feeds.yaml:12: topics[0].include[1]: a keyword must contain a word",
+        "feeds.yaml:13: topics[0].threshold: input should be less than or equal to 1",
+        "feeds.yaml:14: delivery.max_attempts: input should be greater than or equal to 1",
+        "feeds.yaml:14: delivery.wait: not a duration: 'soon' (use e.g. 30s, 10m, 2h, 1d, 1h30m "
+        "or a number of seconds)",
+    ]
+    negative = config_of(FEED + "topics: [{id: t, name: T, description: d, channels: [], "
+                                "threshold: -0.2}]\n")  # fmt: skip
+    assert negative.topics[0].threshold == -0.2
+    config = config_of(FEED + "delivery: {wait: 2m, first_retry: 10s}\n")
+    assert config.delivery.wait.total_seconds() == 120
+    assert config.delivery.first_retry.total_seconds() == 10
+    assert config.delivery.max_attempts == 30

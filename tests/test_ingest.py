@@ -291,3 +291,29 @@ def test_cli_feeds_and_articles_json(
 
     assert main(["--config", str(config), "articles", "--feed", "Nope"]) == 2
     assert "Nope" in capsys.readouterr().err
+
+
+def test_entries_of_a_feeds_first_poll_are_marked_as_its_backlog(
+    http_server: LocalServer, tmp_path: Path
+) -> None:
+    urls = serve_site(http_server, etag=False)
+    config = write_config(tmp_path, site_feeds(urls))
+    _run_once(config)
+    first, _ = _articles(tmp_path)
+    assert first
+    assert all(a.first_poll for a in first.values())  # alerts treat them as history if old
+    feed_path = "/feeds/uk.rdf"
+    old = http_server.routes[feed_path]
+    assert isinstance(old, Response)
+    new_item = b"""<item rdf:about="%s">
+<title>Nova novyna</title><link>%s</link><description>Tekst</description>
+<dc:date>2026-11-29T08:00:00Z</dc:date></item></rdf:RDF>""" % (
+        http_server.url("/news/new/").encode(),
+        http_server.url("/news/new/").encode(),
+    )
+    http_server.route(feed_path, Response(old.body.replace(b"</rdf:RDF>", new_item),
+                                          content_type=old.content_type))  # fmt: skip
+    _run_once(config)
+    later, _ = _articles(tmp_path)
+    added = later[http_server.url("/news/new/")]
+    assert not added.first_poll  # a later poll's entry is news, whatever its date
