@@ -1,4 +1,4 @@
-"""Alert channels: where an ``AlertMessage`` goes (email, Slack, a webhook).
+"""Alert channels: where an ``AlertMessage`` or a digest goes (email, Slack, a webhook).
 
 A channel does one thing: deliver one message once, or say precisely why it could not. Retries,
 backoff and bookkeeping belong to the dispatcher working through the outbox, which is why
@@ -15,6 +15,7 @@ import copy
 from collections import deque
 from typing import Protocol
 
+from alerts.render_digest import RenderedDigest
 from alerts.types import AlertMessage
 from monitor.config import EmailChannelConfig, SlackChannelConfig, WebhookChannelConfig
 from monitor.errors import ChannelError
@@ -34,6 +35,13 @@ class Channel(Protocol):
         ``retry_after`` (seconds) when the receiver asked for a pause. The same message may be
         sent again after an error (the receiver may have got it anyway), so every channel
         marks it with ``message.id`` for de-duplication.
+        """
+        ...
+
+    async def send_digest(self, digest: RenderedDigest) -> None:
+        """Deliver a digest rendered once for every channel, with the errors of ``send``.
+
+        Marked with ``digest.id`` (stable for a window and its topics) for de-duplication.
         """
         ...
 
@@ -63,13 +71,16 @@ class RecordingChannel:
     """An in-memory channel for tests: records what was sent, fails on request.
 
     ``attempts`` holds every message ``send`` was called with (failed ones included), ``sent``
-    only the ones that succeeded.
+    only the ones that succeeded; ``digest_attempts`` and ``digests`` do the same for digests.
+    Failures requested with ``fail_next`` apply to the next sends of either kind.
     """
 
     def __init__(self, name: str = "recording") -> None:
         self.name = name
         self.sent: list[AlertMessage] = []
         self.attempts: list[AlertMessage] = []
+        self.digests: list[RenderedDigest] = []
+        self.digest_attempts: list[RenderedDigest] = []
         self.closed = False
         self._failures: deque[ChannelError] = deque()
 
@@ -80,10 +91,18 @@ class RecordingChannel:
 
     async def send(self, message: AlertMessage) -> None:
         self.attempts.append(message)
+        self._maybe_fail()
+        self.sent.append(message)
+
+    async def send_digest(self, digest: RenderedDigest) -> None:
+        self.digest_attempts.append(digest)
+        self._maybe_fail()
+        self.digests.append(digest)
+
+    def _maybe_fail(self) -> None:
         if self._failures:
             # a fresh copy per raise: re-raising one instance would pile up its traceback
             raise copy.copy(self._failures.popleft())
-        self.sent.append(message)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -9,6 +9,11 @@ retry, or a re-send after a restart, repeats it, so servers and clients can de-d
 Follow-ups point ``In-Reply-To``/``References`` at the first message of the alert so clients
 thread them under it.
 
+A digest is one mail too: ``multipart/alternative`` of the text and a ``multipart/related``
+holding the HTML and its charts as inline PNG parts, whose ``Content-ID`` the HTML refers to
+(``cid:``), so the charts show without loading anything remote. Its ``Message-ID`` is derived
+from the digest id (window and topics), so a re-sent digest is recognised as the same mail.
+
 Errors are classified by what retrying can change: a 5xx reply, refused recipients or rejected
 credentials will be refused again (permanent); 4xx replies (greylisting, "try again later"),
 refused connections, timeouts and dropped connections may pass later (transient). Neither the
@@ -25,12 +30,13 @@ import ssl
 from email.message import EmailMessage
 
 from alerts.render import email_subject, one_line, render_html, render_text
+from alerts.render_digest import RenderedDigest
 from alerts.types import AlertMessage
 from monitor.config import EmailChannelConfig
 from monitor.errors import ChannelError
 from monitor.types import as_utc
 
-__all__ = ["EmailChannel", "build_email", "message_id_header"]
+__all__ = ["EmailChannel", "build_digest_email", "build_email", "message_id_header"]
 
 log = logging.getLogger("newsmon.alerts.email")
 
@@ -62,6 +68,33 @@ def build_email(config: EmailChannelConfig, message: AlertMessage) -> EmailMessa
     return mail
 
 
+def build_digest_email(config: EmailChannelConfig, digest: RenderedDigest) -> EmailMessage:
+    """The digest mail: text, and HTML with its charts as related inline images."""
+    mail = EmailMessage()
+    mail["Subject"] = digest.subject
+    mail["From"] = config.from_
+    mail["To"] = ", ".join(config.to)
+    mail["Date"] = email.utils.format_datetime(as_utc(digest.created_at))
+    mail["Message-ID"] = message_id_header(digest.id)
+    mail["Auto-Submitted"] = "auto-generated"
+    mail["X-Newsmon-Digest"] = digest.id
+    mail.set_content(digest.text)
+    mail.add_alternative(digest.html, subtype="html")
+    html_part = mail.get_body(("html",))
+    assert html_part is not None  # just added
+    for number, chart in enumerate(digest.charts, start=1):
+        # turns the HTML part into multipart/related on the first call
+        html_part.add_related(
+            chart.png,
+            maintype="image",
+            subtype="png",
+            cid=f"<{chart.content_id}>",
+            disposition="inline",
+            filename=f"coverage-{number}.png",
+        )
+    return mail
+
+
 class EmailChannel:
     def __init__(
         self,
@@ -75,7 +108,12 @@ class EmailChannel:
         self._ssl_context = ssl_context or ssl.create_default_context()
 
     async def send(self, message: AlertMessage) -> None:
-        mail = build_email(self._config, message)
+        await self._send(build_email(self._config, message), f"message {message.id}")
+
+    async def send_digest(self, digest: RenderedDigest) -> None:
+        await self._send(build_digest_email(self._config, digest), digest.id)
+
+    async def _send(self, mail: EmailMessage, what: str) -> None:
         try:
             # a cancelled send leaves the thread to finish; config.timeout bounds each wait
             refused = await asyncio.to_thread(self._deliver, mail)
@@ -85,12 +123,9 @@ class EmailChannel:
             # the others got it; retrying would send them a duplicate for an address that
             # will be refused again
             log.warning(
-                "channel %r: message %s refused for %s",
-                self.name,
-                message.id,
-                _describe_refused(refused),
+                "channel %r: %s refused for %s", self.name, what, _describe_refused(refused)
             )
-        log.debug("message %s sent via email channel %r", message.id, self.name)
+        log.debug("%s sent via email channel %r", what, self.name)
 
     async def aclose(self) -> None:
         """Nothing to release: every send uses its own connection."""

@@ -5,17 +5,21 @@ leaves this module as the target of the POST: errors and log lines name the chan
 Status handling is the webhook channel's (``alerts.channels.webhook.check_response``): Slack
 answers 429 with ``Retry-After`` when rate-limited, and 400 ``invalid_payload``, 403
 ``action_prohibited`` or 404 ``no_service`` when retrying cannot help.
+
+A digest is posted the same way, as its Block Kit summary (``RenderedDigest.slack``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import httpx
 
 from alerts.channels.webhook import post
 from alerts.render import slack_payload
+from alerts.render_digest import RenderedDigest
 from alerts.types import AlertMessage
 from monitor.config import DEFAULT_USER_AGENT, SlackChannelConfig
 from monitor.errors import ChannelError
@@ -39,11 +43,17 @@ class SlackChannel:
         self._client = client or httpx.AsyncClient()
 
     async def send(self, message: AlertMessage) -> None:
+        await self._post(slack_payload(message), f"message {message.id}")
+
+    async def send_digest(self, digest: RenderedDigest) -> None:
+        await self._post(digest.slack, digest.id)
+
+    async def _post(self, payload: dict[str, Any], what: str) -> None:
         if not self._config.enabled:
             raise ChannelError(
                 self.name, "webhook_url is empty (is SLACK_WEBHOOK_URL set?)", permanent=True
             )
-        body = json.dumps(slack_payload(message), ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         await post(
             self._client,
             self.name,
@@ -57,7 +67,7 @@ class SlackChannel:
             ),
             timeout=self._config.timeout.total_seconds(),
         )
-        log.debug("message %s sent via Slack channel %r", message.id, self.name)
+        log.debug("%s sent via Slack channel %r", what, self.name)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -12,6 +12,10 @@ The body is compact UTF-8 JSON (see ``webhook_payload`` for the fields). Its ``i
 message id: a message whose delivery failed is sent again *byte for byte identical*, so a
 receiver that may have processed it already de-duplicates on ``id``.
 
+Alerts have ``"type": "alert"``. A digest is posted the same way, signed the same way, with
+``"type": "digest"`` (``alerts.render_digest.digest_json``: window, topics -> stories ->
+articles, feed notes); its ``id`` is stable for a window and its topics.
+
 Verifying the signature
 -----------------------
 The signature is ``HMAC-SHA256(secret, f"{timestamp}.".encode() + body)`` in hex, where
@@ -42,18 +46,20 @@ import hmac
 import json
 import logging
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from alerts.render import one_line, webhook_payload
+from alerts.render_digest import RenderedDigest
 from alerts.types import AlertMessage
 from monitor.config import DEFAULT_USER_AGENT, WebhookChannelConfig
 from monitor.errors import ChannelError
 from monitor.fetch import parse_retry_after
 from monitor.types import utcnow
 
-__all__ = ["WebhookChannel", "check_response", "post", "sign"]
+__all__ = ["WebhookChannel", "check_response", "encode_body", "encode_digest_body", "post", "sign"]
 
 log = logging.getLogger("newsmon.alerts.webhook")
 
@@ -73,8 +79,16 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def encode_body(message: AlertMessage) -> bytes:
     """Compact UTF-8 JSON: the same bytes on every retry."""
-    text = json.dumps(webhook_payload(message), ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8")
+    return _compact(webhook_payload(message))
+
+
+def encode_digest_body(digest: RenderedDigest) -> bytes:
+    """The digest's JSON (``"type": "digest"``), compact UTF-8 like an alert's."""
+    return _compact(digest.json)
+
+
+def _compact(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class WebhookChannel:
@@ -91,7 +105,12 @@ class WebhookChannel:
         self._client = client or httpx.AsyncClient()
 
     async def send(self, message: AlertMessage) -> None:
-        body = encode_body(message)
+        await self._post(encode_body(message), f"message {message.id}")
+
+    async def send_digest(self, digest: RenderedDigest) -> None:
+        await self._post(encode_digest_body(digest), digest.id)
+
+    async def _post(self, body: bytes, what: str) -> None:
         timestamp = int(time.time())
         await post(
             self._client,
@@ -101,7 +120,7 @@ class WebhookChannel:
             self._headers(timestamp, body),
             timeout=self._config.timeout.total_seconds(),
         )
-        log.debug("message %s sent via webhook channel %r", message.id, self.name)
+        log.debug("%s sent via webhook channel %r", what, self.name)
 
     async def aclose(self) -> None:
         if self._owns_client:
