@@ -12,9 +12,11 @@ import hmac
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qs
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from alerts.report import alert_json, backtest_json
 from indexer.search import hit_json, parse_when, story_hit_json, story_json
@@ -45,13 +47,25 @@ def create_api(app: App) -> FastAPI:
     api = FastAPI(title="newsmon", version="0.1.0", description=__doc__)
     token = app.config.api.token.get_secret_value() if app.config.api.token else None
 
-    def authorised(request: Request) -> None:
+    def token_given(request: Request) -> bool:
         if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        header = request.headers.get("authorization", "")
+        cookie = request.cookies.get(TOKEN_COOKIE, "")
+        return hmac.compare_digest(header.encode(), f"Bearer {token}".encode()) or (
+            hmac.compare_digest(cookie.encode(), token.encode())
+        )
+
+    def authorised(request: Request) -> None:
+        if not token_given(request):
             raise HTTPException(status_code=401, detail="missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    def page_authorised(request: Request) -> None:
+        # a browser sends no Authorization header: the pages take the token from a cookie
+        # set by the sign-in form, and send a visitor without one there
+        if not token_given(request):
+            raise HTTPException(status_code=303, headers={"Location": "/ui/login"})
 
     guarded = [Depends(authorised)]
 
@@ -119,7 +133,88 @@ def create_api(app: App) -> FastAPI:
         model = None if all else app.indexer.embedder.model_id
         return {"reset": app.store.reset_index(model, utcnow())}
 
+    @api.get("/digest", dependencies=guarded, response_model=None)
+    def digest(
+        week: str | None = None,
+        since: str | None = None,
+        topic: str | None = None,
+        format: Annotated[str, Query(pattern="^(json|html|md)$")] = "json",
+    ) -> dict[str, Any] | Response:
+        try:
+            built = build_digest_for(app.config, app.store, week=week, since=since, topic=topic)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        return digest_response(built, format)
+
+    @api.get("/ui/login", include_in_schema=False)
+    def login_form() -> Response:
+        return HTMLResponse(LOGIN_PAGE)
+
+    @api.post("/ui/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = (form.get("token") or [""])[0]
+        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+            return HTMLResponse(LOGIN_PAGE.replace("<!--error-->", "<p>Wrong token.</p>"),
+                                status_code=401)  # fmt: skip
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")  # fmt: skip
+        return response
+
+    from monitor.web import web_router
+
+    api.include_router(web_router(app, page_authorised))
     return api
+
+
+TOKEN_COOKIE = "newsmon_token"  # noqa: S105 - the cookie name, not a secret
+LOGIN_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>newsmon: sign in</title></head>
+<body><h1>newsmon</h1><!--error-->
+<form method="post" action="/ui/login"><label>API token
+<input type="password" name="token" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button></form></body></html>"""
+
+
+def build_digest_for(
+    config: Any,
+    store: Any,
+    *,
+    week: str | None,
+    since: str | None,
+    topic: str | None,
+) -> Any:
+    """The digest the CLI and the API build: ``week`` (2026-W05) or ``since`` (7d), else the
+    previous complete week, in ``digest.timezone``; all topics or one. ValueError when bad."""
+    from alerts.digest import load_digest, previous_week, since_window, week_window
+    from monitor.config import parse_duration
+
+    now = utcnow()
+    zone = config.digest.zone
+    if week and since:
+        raise ValueError("give --week or --since, not both")
+    if week:
+        window = week_window(week, zone)
+    elif since:
+        window = since_window(now, parse_duration(since), zone)
+    else:
+        window = previous_week(now, zone)
+    topics = [t for t in config.topics if topic is None or t.id == topic]
+    if topic is not None and not topics:
+        raise ValueError(f"no topic {topic!r} in the config")
+    return load_digest(store, topics, window, now)
+
+
+def digest_response(digest: Any, format: str) -> dict[str, Any] | Response:
+    from alerts.render_digest import digest_html, digest_json, digest_markdown
+
+    if format == "html":
+        return HTMLResponse(digest_html(digest))
+    if format == "md":
+        return PlainTextResponse(digest_markdown(digest), media_type="text/markdown")
+    result: dict[str, Any] = digest_json(digest)
+    return result
 
 
 def topic_backtest(

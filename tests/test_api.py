@@ -65,3 +65,37 @@ def test_a_token_is_required_off_loopback(guarded_api: TestClient) -> None:
 def test_openapi_documents_the_endpoints(open_api: TestClient) -> None:
     paths = open_api.get("/openapi.json").json()["paths"]
     assert {"/health", "/search", "/stories", "/reindex"} <= paths.keys()
+
+
+def test_pages_need_the_token_too_and_take_it_from_a_sign_in_cookie(
+    guarded_api: TestClient,
+) -> None:
+    page = guarded_api.get("/", follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/ui/login"
+    assert "password" in guarded_api.get("/ui/login").text
+    wrong = guarded_api.post("/ui/login", data={"token": "guess"}, follow_redirects=False)
+    assert wrong.status_code == 401
+    assert "newsmon_token" not in wrong.headers.get("set-cookie", "")
+    right = guarded_api.post("/ui/login", data={"token": "s3cret-token"}, follow_redirects=False)
+    assert right.status_code == 303
+    cookie = right.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "samesite=strict" in cookie.lower()
+    assert guarded_api.get("/").status_code == 200  # the client keeps the cookie
+    assert guarded_api.get("/ui/feeds").status_code == 200
+
+
+def test_digest_endpoint_formats_and_bad_input(open_api: TestClient) -> None:
+    week = open_api.get("/digest", params={"week": "2026-W05"})
+    assert week.status_code == 200
+    assert week.json()["type"] == "digest"
+    html = open_api.get("/digest", params={"since": "7d", "format": "html"})
+    assert html.status_code == 200
+    assert html.text.lstrip().startswith("<!DOCTYPE html")
+    markdown = open_api.get("/digest", params={"format": "md"})
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    assert open_api.get("/digest", params={"week": "2026-W99"}).status_code == 422
+    assert open_api.get("/digest", params={"week": "2026-W05", "since": "7d"}).status_code == 422
+    assert open_api.get("/digest", params={"topic": "nope"}).status_code == 422
+    assert open_api.get("/digest", params={"format": "pdf"}).status_code == 422

@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from monitor.api import ApiServer, create_api
 from monitor.config import load_config
 from monitor.service import App, make_app
-from monitor.web import web_router
 from tests.support.httpserver import LocalServer, Response
 from tests.support.newsfixtures import free_port, serve_site, site_feeds, write_config
 
@@ -73,10 +72,8 @@ async def _run_once(app: App) -> None:
 
 
 def web_api(app: App) -> FastAPI:
-    """The API with the pages mounted, as ``create_api`` will do it."""
-    api = create_api(app)
-    api.include_router(web_router(app))
-    return api
+    """The API with its pages (``create_api`` mounts them)."""
+    return create_api(app)
 
 
 @contextlib.contextmanager
