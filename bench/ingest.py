@@ -3,6 +3,7 @@
     .venv/bin/python bench/ingest.py                       # ingest: 200 feeds x 20 items
     .venv/bin/python bench/ingest.py --index --feeds 20 --items 10   # the whole pipeline
     .venv/bin/python bench/ingest.py --feeds 50 --items 10 --processes 2
+    .venv/bin/python bench/ingest.py --index --feeds 20 --items 10 --defer-bodies-over 0
 
 A local HTTP server (a separate process, on 127.0.0.1) serves the feeds and, as article pages,
 the real news pages of ../shared/corpus/extraction_* (cycled; each article has its own URL).
@@ -11,7 +12,10 @@ Without the corpus it falls back to the fixture pages of tests/fixtures/site. ne
 except `per_host_concurrency`, raised because every "outlet" here is the same host.
 
 Prints a table: articles, wall time, articles/s, the share from page vs feed text, and peak
-memory of the main process and of the largest extraction worker. Writes only to a temp dir.
+memory of the main process and of the largest extraction worker. With ``--index`` also when
+the last article was stored, when the last lead was indexed (leads/s: searchable, clustered,
+matched) and how long the deferred bodies took after that (``index.defer_bodies_over``,
+default 50; 0 embeds every article whole at once). Writes only to a temp dir.
 """
 
 from __future__ import annotations
@@ -106,11 +110,12 @@ def serve(pages: list[bytes], feeds: int, items: int, port_queue: multiprocessin
     httpd.serve_forever()
 
 
-def write_config(tmp: Path, port: int, feeds: int, processes: int) -> Path:
+def write_config(tmp: Path, port: int, feeds: int, processes: int, defer_over: int) -> Path:
     lines = [
         f"data_dir: {tmp / 'data'}",
         "fetch: {timeout: 30s, allow_private_addresses: true, per_host_concurrency: 16}",
         f"extract: {{processes: {processes}}}",
+        f"index: {{defer_bodies_over: {defer_over}}}",
         "feeds:",
     ]
     langs = ["de", "en", "ru", "uk"]
@@ -124,19 +129,47 @@ def write_config(tmp: Path, port: int, feeds: int, processes: int) -> Path:
     return path
 
 
-async def run(config_path: Path, index: bool) -> tuple[object, float]:
+class Milestones:
+    """When the last article was stored and the last lead indexed (seconds from the start)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.stored = self.indexed = 0.0
+        self._seen = (0, 0)
+
+    def __call__(self, progress: object) -> None:
+        seen = (progress.articles_done, progress.articles_indexed)  # type: ignore[attr-defined]
+        now = time.perf_counter() - self.started
+        if seen[0] != self._seen[0]:
+            self.stored = now
+        if seen[1] != self._seen[1]:
+            self.indexed = now
+        self._seen = seen
+
+
+async def run(config_path: Path, index: bool) -> tuple[object, float, Milestones, list[float]]:
     from monitor.config import load_config
     from monitor.service import make_app
 
     app = make_app(load_config(config_path))
     # warm the worker processes first: start-up cost is not throughput
     await app.pages.process(b"<html><body><p>warm up</p></body></html>", "http://x/", "", "en")
-    started = time.perf_counter()
+    milestones = Milestones()
+    app.progress.on_change = milestones
     try:
         summary = await app.run_once(index=index)
-        return summary, time.perf_counter() - started
+        wall = time.perf_counter() - milestones.started
+        # how long each article waited between its text being stored and its lead indexed
+        articles = app.store.list_articles()
+        waits = sorted((a.indexed_at - a.fetched_at).total_seconds()
+                       for a in articles if a.indexed_at and a.fetched_at)  # fmt: skip
+        return summary, wall, milestones, waits
     finally:
         await app.aclose()
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(share * len(values)))] if values else 0.0
 
 
 def main() -> None:
@@ -145,6 +178,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=20)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--index", action="store_true", help="also embed and index (bundled model)")
+    ap.add_argument("--defer-bodies-over", type=int, default=50,
+                    help="index.defer_bodies_over (0: embed whole articles at once)")  # fmt: skip
     args = ap.parse_args()
 
     pages = corpus_pages() if CORPUS.exists() else []
@@ -158,8 +193,9 @@ def main() -> None:
     port = port_queue.get(timeout=30)
     try:
         with tempfile.TemporaryDirectory(prefix="newsmon-bench-") as tmp:
-            config = write_config(Path(tmp), port, args.feeds, args.processes)
-            summary, wall = asyncio.run(run(config, args.index))
+            config = write_config(Path(tmp), port, args.feeds, args.processes,
+                                  args.defer_bodies_over)  # fmt: skip
+            summary, wall, marks, waits = asyncio.run(run(config, args.index))
     finally:
         server.terminate()
     s = summary
@@ -178,6 +214,21 @@ def main() -> None:
                              f"{s.stories_new} new stories)"),  # type: ignore[attr-defined]
         ("wall time", f"{wall:.1f} s"),
         ("articles/s (end to end)", f"{(s.articles_indexed if args.index else stored) / wall:.2f}"),  # type: ignore[attr-defined]
+    ]  # fmt: skip
+    if args.index:
+        indexed = s.articles_indexed  # type: ignore[attr-defined]
+        rows += [
+            ("index.defer_bodies_over", str(args.defer_bodies_over)),
+            ("last article stored at", f"{marks.stored:.1f} s"),
+            ("last lead indexed at", f"{marks.indexed:.1f} s"),
+            ("leads indexed/s (burst)", f"{indexed / max(marks.indexed, 1e-9):.2f}"),
+            ("stored -> lead indexed p50/p95/max", " / ".join(
+                f"{percentile(waits, q):.1f} s" for q in (0.5, 0.95, 1.0))),
+            ("bodies deferred", f"{s.bodies_deferred} ({s.bodies_indexed} embedded "  # type: ignore[attr-defined]
+                                "before run_once returned)"),
+            ("body catch-up after last lead", f"{wall - marks.indexed:.1f} s"),
+        ]  # fmt: skip
+    rows += [
         ("peak RSS main process", f"{main_peak:.0f} MiB"),
         ("peak RSS largest child", f"{worker_peak:.0f} MiB"),
     ]  # fmt: skip

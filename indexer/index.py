@@ -9,6 +9,10 @@ embedded when that would add nothing:
   vectors; only their payload is rewritten;
 * a near-duplicate by meaning (same language, lead cosine above the policy's threshold: the
   same article with an edited headline) is recorded as such, and its vectors are not stored.
+  The lead is embedded first and decides alone, so a near-duplicate's body is never embedded;
+* during a backlog the caller may defer the body (``defer_body``): the lead's point alone is
+  stored - the article is searchable, in its story and matchable at once - and ``index_body``
+  embeds the other passages later, when the worker has nothing newer to do.
 
 The decisions are pure (``indexer.stories``, ``indexer.passages``); this module sequences the
 I/O. Vectors are written before the state says ``indexed``: a crash in between re-runs the
@@ -45,7 +49,7 @@ from indexer.types import (
     Vector,
     point_id,
 )
-from monitor.types import Article, utcnow
+from monitor.types import Article, ArticleStatus, utcnow
 
 if TYPE_CHECKING:
     from indexer.embed import Embedder
@@ -66,6 +70,16 @@ class IndexReport:
     passages: int = 0
     embedded: int = 0
     detail: str | None = None
+    #: the lead alone was stored; ``Indexer.index_body`` embeds the rest
+    body_pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BodyReport:
+    article_id: str
+    embedded: int
+    #: its topic match saw the lead alone: it is due for matching again
+    rematch: bool
 
 
 @dataclass
@@ -88,17 +102,16 @@ class Indexer:
 
     # -- the stage
 
-    def index_article(self, article: Article) -> IndexReport:
-        """Index one fetched article (blocking: call it from a worker thread)."""
+    def index_article(self, article: Article, *, defer_body: bool = False) -> IndexReport:
+        """Index one fetched article (blocking: call it from a worker thread). ``defer_body``:
+        store only the lead's vector of an article that needs embedding, and mark its body
+        pending for ``index_body``."""
         self.ensure_collection()
         now = self.clock()
         copy_of = self._exact_copy_of(article)
         if copy_of is not None:
             return self._record_copy(article, copy_of, now)
-        passages = split_passages(
-            article.title, article.text or "", count_tokens=self.embedder.count_tokens,
-            max_tokens=self.passage_tokens,
-        )  # fmt: skip
+        passages = self._split(article)
         if not passages:
             self.store.mark_indexed(article.id, model=self.embedder.model_id, story=None,
                                     near_duplicate_of=None, now=now)  # fmt: skip
@@ -106,8 +119,37 @@ class Indexer:
         unchanged = self._stored_vectors_if_unchanged(article, passages)
         if unchanged is not None:
             return self._rewrite_payloads(article, passages, unchanged, now)
-        vectors = self.embedder.embed_documents([p.text for p in passages])
-        return self._place(article, passages, list(vectors), now, embedded=len(passages))
+        lead = self._embed(passages[:1])[0]
+        return self._place(article, passages, lead, now, defer_body=defer_body)
+
+    def index_body(self, article: Article) -> BodyReport | None:
+        """Embed and store the passages after the lead of an article indexed by its lead alone
+        (blocking). None when its body is not pending (any more), or when it was indexed with
+        another model: ``newsmon reindex`` embeds it whole."""
+        if not (article.body_pending and article.status is ArticleStatus.INDEXED
+                and article.index_model == self.embedder.model_id):  # fmt: skip
+            return None
+        self.ensure_collection()
+        # the text is the one indexed (a new version goes back to `fetched` first), so the
+        # split is too: the stored lead stays, the body's points are added beside it
+        body = self._split(article)[1:]
+        if body:
+            points = self._points(article, body, self._embed(body), article.story_id)
+            self.vectors.upsert(self.collection, points)
+        rematch = _matched_on_lead(article)
+        self.store.mark_body_indexed(article.id, rematch=rematch, now=self.clock())
+        return BodyReport(article.id, len(body), rematch)
+
+    def _split(self, article: Article) -> list[Passage]:
+        return split_passages(
+            article.title, article.text or "", count_tokens=self.embedder.count_tokens,
+            max_tokens=self.passage_tokens,
+        )  # fmt: skip
+
+    def _embed(self, passages: Sequence[Passage]) -> list[Vector]:
+        if not passages:
+            return []
+        return list(self.embedder.embed_documents([p.text for p in passages]))
 
     def _exact_copy_of(self, article: Article) -> Article | None:
         """The original this article repeats: as decided before (re-indexing keeps the
@@ -159,26 +201,25 @@ class Indexer:
         self,
         article: Article,
         passages: Sequence[Passage],
-        vectors: list[Vector],
+        lead: Vector,
         now: datetime,
         *,
-        embedded: int,
+        defer_body: bool,
     ) -> IndexReport:
         if article.story_id:  # re-indexing (new model, changed text): the story stays
             story = self._grow(article.story_id, article, now, count=False)
-            self._write_points(article, passages, vectors, article.story_id)
-            self._mark(article, story, None, now)
-            return IndexReport(article.id, "kept-story", article.story_id, len(passages), embedded)
+            return self._store(article, passages, lead, story, "kept-story", now,
+                               defer_body=defer_body)  # fmt: skip
         decision = decide(
             article.language or article.feed_language, _published(article),
-            self._neighbours(article, vectors[0]), self.policy, now,
+            self._neighbours(article, lead), self.policy, now,
         )  # fmt: skip
         if isinstance(decision, NearDuplicate):
             story = self._grow(decision.story_id, article, now)
             self.vectors.delete_articles(self.collection, [article.id])
             self._mark(article, story, decision.of_article_id, now)
             return IndexReport(article.id, "near-duplicate", story.id if story else None,
-                               len(passages), embedded, f"{decision.of_article_id} "
+                               len(passages), 1, f"{decision.of_article_id} "
                                f"({decision.score:.3f})")  # fmt: skip
         if isinstance(decision, JoinStory):
             story = self._grow(decision.story_id, article, now)
@@ -187,10 +228,28 @@ class Indexer:
             assert isinstance(decision, NewStory)
             story = self._found_story(article, now)
             outcome = "new-story"
+        return self._store(article, passages, lead, story, outcome, now, defer_body=defer_body)
+
+    def _store(
+        self,
+        article: Article,
+        passages: Sequence[Passage],
+        lead: Vector,
+        story: Story | None,
+        outcome: str,
+        now: datetime,
+        *,
+        defer_body: bool,
+    ) -> IndexReport:
+        """Write the lead's point and, unless deferred, the body's; then mark it indexed."""
+        pending = defer_body and len(passages) > 1
+        stored = passages[:1] if pending else passages
+        vectors = [lead, *self._embed(stored[1:])]
         story_id = story.id if story else None
-        self._write_points(article, passages, vectors, story_id)
-        self._mark(article, story, None, now)
-        return IndexReport(article.id, outcome, story_id, len(passages), embedded)
+        self._write_points(article, stored, vectors, story_id)
+        self._mark(article, story, None, now, body_pending=pending)
+        return IndexReport(article.id, outcome, story_id, len(passages), len(stored),
+                           body_pending=pending)  # fmt: skip
 
     # -- helpers
 
@@ -262,7 +321,18 @@ class Indexer:
         vectors: Sequence[Vector],
         story_id: str | None,
     ) -> None:
-        points = [
+        # an updated article may have fewer passages now: drop the old ones first
+        self.vectors.delete_articles(self.collection, [article.id])
+        self.vectors.upsert(self.collection, self._points(article, passages, vectors, story_id))
+
+    def _points(
+        self,
+        article: Article,
+        passages: Sequence[Passage],
+        vectors: Sequence[Vector],
+        story_id: str | None,
+    ) -> list[Point]:
+        return [
             Point(
                 id=point_id(article.canonical_url or article.id, p.index),
                 vector=v,
@@ -281,15 +351,28 @@ class Indexer:
             )
             for p, v in zip(passages, vectors, strict=True)
         ]
-        # an updated article may have fewer passages now: drop the old ones first
-        self.vectors.delete_articles(self.collection, [article.id])
-        self.vectors.upsert(self.collection, points)
 
     def _mark(
-        self, article: Article, story: Story | None, near_duplicate_of: str | None, now: datetime
+        self,
+        article: Article,
+        story: Story | None,
+        near_duplicate_of: str | None,
+        now: datetime,
+        *,
+        body_pending: bool = False,
     ) -> None:
         self.store.mark_indexed(article.id, model=self.embedder.model_id, story=story,
-                                near_duplicate_of=near_duplicate_of, now=now)  # fmt: skip
+                                near_duplicate_of=near_duplicate_of, now=now,
+                                body_pending=body_pending)  # fmt: skip
+
+
+def _matched_on_lead(article: Article) -> bool:
+    """Whether its topic match came after this indexing, i.e. saw the lead alone. A match from
+    before (the article was re-indexed) stays: an article is matched once, re-indexing never
+    alerts again."""
+    if article.matched_at is None or article.indexed_at is None:
+        return False  # not matched yet: the service's sweep matches the whole article
+    return article.matched_at >= article.indexed_at
 
 
 def _first_seen(stories: dict[str, Story], story_id: str | None) -> datetime | None:

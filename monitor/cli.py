@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from monitor.errors import ConfigError, NewsmonError, StorageError
@@ -112,6 +113,20 @@ def _parser() -> argparse.ArgumentParser:
     verdict.add_argument("--relevant", dest="relevant", action="store_true")
     verdict.add_argument("--not-relevant", dest="relevant", action="store_false")
     tlabel.set_defaults(handler=cmd_topics_label)
+
+    digest = sub.add_parser("digest", help="the weekly digest: print, write or send it")
+    when = digest.add_mutually_exclusive_group()
+    when.add_argument("--week", help="an ISO week, e.g. 2026-W05 (default: the last complete)")
+    when.add_argument("--since", help="a period up to now instead, e.g. 7d")
+    digest.add_argument("--topic", help="only this topic (by id)")
+    digest.add_argument("--format", choices=("text", "html", "md", "json"), default="text")
+    digest.add_argument("--out", help="write to this file instead of standard output")
+    digest.add_argument("--send", action="store_true",
+                        help="send it on the digest's channels (digest.channels)")  # fmt: skip
+    digest.set_defaults(handler=cmd_digest)
+
+    serve = sub.add_parser("serve", help="the HTTP API and web page alone, without polling")
+    serve.set_defaults(handler=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate the configuration and show it")
     check.set_defaults(handler=cmd_check_config)
@@ -485,6 +500,65 @@ def cmd_topics_label(args: argparse.Namespace, config: Any) -> int:
     return EXIT_OK
 
 
+def cmd_digest(args: argparse.Namespace, config: Any) -> int:
+    from alerts.render_digest import digest_html, digest_json, digest_markdown, digest_text
+    from monitor.api import build_digest_for
+
+    try:
+        with _store(config) as store:
+            digest = build_digest_for(config, store, week=args.week, since=args.since,
+                                      topic=args.topic)  # fmt: skip
+    except ValueError as e:
+        print(f"newsmon: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.format == "json":
+        output = json.dumps(digest_json(digest), indent=2, ensure_ascii=False)
+    else:
+        render = {"text": digest_text, "html": digest_html, "md": digest_markdown}[args.format]
+        output = render(digest)
+    if args.out:
+        Path(args.out).write_text(output, "utf-8")
+    elif not args.send:
+        print(output)
+    if args.send:
+        return _send_digest(config, digest.window, args.topic)
+    return EXIT_OK
+
+
+def _send_digest(config: Any, window: Any, topic: str | None) -> int:
+    from alerts.digest_job import send_digest
+    from monitor.service import make_channels
+
+    channels = {n: c for n, c in make_channels(config).items() if n in config.digest.channels}
+    if not channels:
+        print("newsmon: no enabled channel in digest.channels to send it on", file=sys.stderr)
+        return EXIT_CONFIG
+    topics = [t for t in config.topics if topic is None or t.id == topic]
+
+    async def send() -> Any:
+        try:
+            with _store(config) as store:
+                return await send_digest(store, topics, window, channels, utcnow(), force=True)
+        finally:
+            for channel in channels.values():
+                await channel.aclose()
+
+    report = asyncio.run(send())
+    for name in report.sent:
+        print(f"digest {report.digest_id} sent on {name}")
+    for name, error in report.failed:
+        print(f"newsmon: digest on {name} failed: {error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, config: Any) -> int:
+    from monitor.service import make_app
+
+    app = make_app(config, channels={})
+    asyncio.run(_closing(app, app.serve_api()))
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace, config: Any) -> int:
     topics = len(config.topics)
     channels = len(config.channels)
@@ -548,9 +622,12 @@ class ProgressLine:
         if not self._enabled or now - self._last < 0.1:
             return
         self._last = now
+        # deferred bodies are embedded after the backlog: show that the run is not stuck
+        bodies = progress.bodies_deferred
         self._stream.write(
             f"\rfeeds {progress.feeds_done}/{progress.feeds_total}  "
             f"articles {progress.articles_done}/{progress.articles_queued}   "
+            + (f"bodies {progress.bodies_indexed}/{bodies}   " if bodies else "")
         )
         self._stream.flush()
 

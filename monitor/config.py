@@ -501,6 +501,13 @@ class EmbedderConfig(_Model):
     batch_size: int = Field(default=32, ge=1)
 
 
+class IndexConfig(_Model):
+    #: more fetched articles than this waiting to be indexed: index only leads (title + first
+    #: paragraph: searchable, clustered, alertable) until none waits, and embed the bodies when
+    #: the queue is idle; 0: always embed the whole article at once
+    defer_bodies_over: int = Field(default=50, ge=0)
+
+
 class DigestConfig(_Model):
     schedule: Annotated[str, AfterValidator(_check_digest_schedule)] = "mon 07:00"
     timezone: Annotated[str, AfterValidator(_check_timezone)] = "UTC"
@@ -569,6 +576,7 @@ class Config(_Model):
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     qdrant: QdrantConfig = QdrantConfig()
     embedder: EmbedderConfig = EmbedderConfig()
+    index: IndexConfig = IndexConfig()
     digest: DigestConfig = DigestConfig()
     api: ApiConfig = ApiConfig()
 

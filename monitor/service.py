@@ -10,7 +10,9 @@ modes:
   (retries, and whatever an interrupted run left pending).
 
 Article work flows through one asyncio queue consumed by a bounded set of workers; the page
-processor behind it owns the CPU-heavy part (extraction in worker processes).
+processor behind it owns the CPU-heavy part (extraction in worker processes). Fetched articles
+go to one index worker (embedding uses every core by itself). During a backlog it embeds only
+each article's lead, and the deferred bodies when nothing newer waits (``index.defer_bodies_over``).
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from alerts.digest_job import DigestReport, due_digest, send_digest
 from alerts.dispatch import Dispatcher, RetryPolicy
 from alerts.matching import policy_for
 from alerts.profiles import topic_from_config
 from alerts.stage import AlertStage
 from alerts.types import AlertMessage
-from indexer.index import Indexer, IndexReport
+from indexer.index import BodyReport, Indexer, IndexReport
 from indexer.search import Searcher
 from indexer.store import collection_name
 from indexer.stories import StoryPolicy
@@ -55,6 +59,8 @@ POLL_CONCURRENCY = 16
 ARTICLE_CONCURRENCY = 16
 DUE_SWEEP_INTERVAL = timedelta(seconds=60)
 VECTOR_MAINTENANCE_INTERVAL = timedelta(minutes=10)
+#: a digest missed while the service was down is sent this long after start
+DIGEST_CATCH_UP_DELAY = timedelta(minutes=2)
 #: how often held-back follow-up alerts are looked at
 FOLLOW_UP_INTERVAL = timedelta(minutes=10)
 #: how long shutdown waits for the article being embedded
@@ -62,6 +68,8 @@ SHUTDOWN_GRACE = 30.0
 DUE_BATCH = 500
 #: a job that crashed unexpectedly is retried after this long (it is never dropped)
 CRASHED_JOB_RETRY = timedelta(minutes=5)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,9 @@ class RunSummary:
     stories_new: int = 0
     alerts_queued: int = 0
     deliveries_pending: int = 0
+    #: articles indexed by their lead alone during the backlog, and bodies embedded since
+    bodies_deferred: int = 0
+    bodies_indexed: int = 0
 
 
 @dataclass
@@ -89,6 +100,9 @@ class Progress:
     feeds_done: int = 0
     articles_queued: int = 0
     articles_done: int = 0
+    articles_indexed: int = 0
+    bodies_deferred: int = 0
+    bodies_indexed: int = 0
     on_change: Callable[[Progress], None] | None = None
 
     def changed(self) -> None:
@@ -116,8 +130,15 @@ class App:
         self._index_queue: asyncio.Queue[str] | None = None
         self._index_queued: set[str] = set()
         self._index_reports: list[IndexReport] = []
+        self._body_reports: list[BodyReport] = []
+        # the store may hold deferred bodies (a restart resumes them); false once none is left,
+        # until one is deferred again or the sweep looks again
+        self._bodies_due = True
+        self._body_failures: set[str] = set()  # tried in vain: left for the next sweep
+        self._index_idle = asyncio.Event()  # nothing queued and no body due
+        self._behind = False  # the backlog went over the limit and has not been cleared since
         self._api_server: Any = None
-        self._indexing: asyncio.Future[IndexReport] | None = None
+        self._indexing: asyncio.Future[Any] | None = None
         self._messages: list[AlertMessage] = []
         self._delivery_wake = asyncio.Event()
         self.scheduler: Any = None  # the running AsyncIOScheduler (run_forever), for inspection
@@ -159,6 +180,8 @@ class App:
         self._enqueue([a.id for a in due])
         self._enqueue_index([a.id for a in self.store.due_for_indexing(DUE_BATCH)])
         self._enqueue_index(self.store.due_for_matching(DUE_BATCH))
+        self._bodies_due = True
+        self._body_failures.clear()
 
     # -- indexing: one worker, since embedding uses every core by itself
 
@@ -171,16 +194,23 @@ class App:
                 self._index_queue.put_nowait(aid)
 
     async def _index_worker(self) -> None:
+        """Queued articles first; a deferred body (oldest first) only when none waits."""
         assert self._index_queue is not None
         while True:
+            if self._index_queue.empty() and await self._index_next_body():
+                continue
+            self._index_idle.set()
             aid = await self._index_queue.get()
+            self._index_idle.clear()
             try:
-                await self._index_one(aid)
+                await self._index_one(aid, waiting=self._index_queue.qsize())
+            except Exception:  # a store outage: the sweep tries again; the worker goes on
+                log.exception("article %s: indexing failed; will retry", aid)
             finally:
                 self._index_queued.discard(aid)
                 self._index_queue.task_done()
 
-    async def _index_one(self, article_id: str) -> None:
+    async def _index_one(self, article_id: str, *, waiting: int = 0) -> None:
         article = self.store.get_article(article_id)
         if article is None:
             return
@@ -189,29 +219,103 @@ class App:
             return
         if article.status is not ArticleStatus.FETCHED:
             return
-        # shielded: cancelling the worker cannot stop the thread, so aclose() waits for it
-        self._indexing = asyncio.ensure_future(
-            asyncio.to_thread(self.indexer.index_article, article)
-        )
+        index = partial(self.indexer.index_article, article, defer_body=self._defer(waiting))
         try:
-            report = await asyncio.shield(self._indexing)
+            report = await self._in_thread(index)
         except Exception:  # it stays `fetched`: the next sweep retries; the service goes on
             log.exception("article %s (%s): indexing failed", article.id, article.url)
             return
         self._index_reports.append(report)
         await self._match(article_id)
+        self._count_indexed(report)
 
-    async def _match(self, article_id: str) -> None:
-        """Match against the topics and queue alerts; a failure leaves the article unmatched,
-        for the sweep to retry (it never blocks indexing)."""
+    def _defer(self, waiting: int) -> bool:
+        """Index the next article by its lead alone? Yes once more than the limit wait, and
+        until the queue is empty: else a burst's last articles would each wait for whole
+        ones again (on 2 cores a whole article takes ~1 s, a lead ~0.1 s)."""
+        limit = self.config.index.defer_bodies_over
+        if 0 < limit < waiting:
+            self._behind = True
+        elif waiting == 0:
+            self._behind = False
+        return self._behind
+
+    def _count_indexed(self, report: IndexReport) -> None:
+        self.progress.articles_indexed += 1
+        if report.body_pending:
+            self._bodies_due = True
+            self.progress.bodies_deferred += 1
+        self.progress.changed()
+
+    async def _index_next_body(self) -> bool:
+        """Embed the oldest deferred body; False when none is due."""
+        if not self._bodies_due:
+            return False
         try:
-            messages = await asyncio.to_thread(self.alerts.process, article_id)
+            model = self.indexer.embedder.model_id
+            wanted = len(self._body_failures) + 1
+            due = [aid for aid in self.store.bodies_pending(model, wanted)
+                   if aid not in self._body_failures]  # fmt: skip
+            if not due:
+                self._bodies_due = False
+                return False
+            await self._index_body(due[0])
+        except Exception:  # a store outage: wait for the sweep rather than spin
+            log.exception("embedding deferred bodies failed; will retry")
+            self._bodies_due = False
+        return True
+
+    async def _index_body(self, article_id: str) -> None:
+        article = self.store.get_article(article_id)
+        report = None
+        if article is not None:
+            try:
+                report = await self._in_thread(partial(self.indexer.index_body, article))
+            except Exception:  # the body stays pending: the next sweep retries
+                log.exception("article %s: embedding its body failed", article_id)
+        if report is None:
+            self._body_failures.add(article_id)
+            return
+        self._body_reports.append(report)
+        self.progress.bodies_indexed += 1
+        self.progress.changed()
+        if report.rematch:  # topic matching saw the lead alone: now the whole article
+            await self._match(article_id, again=True)
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        """Blocking index work in a thread; shielded: cancelling the worker cannot stop the
+        thread, so aclose() waits for it instead."""
+        future = asyncio.ensure_future(asyncio.to_thread(work))
+        self._indexing = future
+        return await asyncio.shield(future)
+
+    async def _match(self, article_id: str, *, again: bool = False) -> None:
+        """Match against the topics and queue alerts; a failure leaves the article unmatched,
+        for the sweep to retry (it never blocks indexing). ``again``: its passages changed
+        since it was matched (its body was embedded after its lead)."""
+        try:
+            messages = await asyncio.to_thread(self.alerts.process, article_id, again=again)
         except Exception:
             log.exception("article %s: topic matching failed; will retry", article_id)
             return
         if messages:
             self._messages.extend(messages)
             self._delivery_wake.set()
+
+    async def send_due_digest(self) -> DigestReport | None:
+        """The weekly digest, if one is due and some channel has not had it (alerts.digest_job:
+        the scheduled run, a restart after a missed one, and `run --once` all come here)."""
+        digest = self.config.digest
+        channels = {n: c for n, c in self.dispatcher.channels.items() if n in digest.channels}
+        now = utcnow()
+        due = due_digest(now, digest.weekday, digest.at, digest.zone)
+        if due is None or not channels:
+            return None
+        try:
+            return await send_digest(self.store, self.config.topics, due.window, channels, now)
+        except Exception:  # the store or a renderer failed: the next occasion tries again
+            log.exception("weekly digest for %s failed; will try again", due.window.label)
+            return None
 
     async def _follow_ups(self) -> None:
         """Follow-ups that waited for their alert's minimum interval (alerts.plan)."""
@@ -238,6 +342,7 @@ class App:
                 await self._index_queue.join()
                 self.progress.articles_done += len(batch)
                 self.progress.changed()
+            await self._index_idle.wait()  # the bodies deferred meanwhile
         finally:
             await _cancel(workers)
         return self._summary([])
@@ -247,6 +352,7 @@ class App:
         workers = [asyncio.create_task(self._article_worker()) for _ in range(ARTICLE_CONCURRENCY)]
         if index:  # without it, fetched articles wait for a later run (or another worker)
             self._index_queue = asyncio.Queue()
+            self._index_idle.clear()
             workers.append(asyncio.create_task(self._index_worker()))
         return workers
 
@@ -269,8 +375,10 @@ class App:
             await self._queue.join()
             if self._index_queue is not None:
                 await self._index_queue.join()
+                await self._index_idle.wait()  # and the bodies deferred during the backlog
                 await self._maintain_vectors()
             await self._follow_ups()  # what earlier runs held back for the interval
+            await self.send_due_digest()
             # bounded: an unreachable channel must not keep a one-shot run (a cron job) alive;
             # what is left stays in the outbox for the next run
             await self.dispatcher.drain(self.config.delivery.wait.total_seconds())
@@ -312,6 +420,8 @@ class App:
                 1 for r in self._index_reports if r.outcome in ("near-duplicate", "copy")
             ),
             stories_new=sum(1 for r in self._index_reports if r.outcome == "new-story"),
+            bodies_deferred=sum(1 for r in self._index_reports if r.body_pending),
+            bodies_indexed=len(self._body_reports),
             alerts_queued=len(self._messages),
             deliveries_pending=self.store.count_pending_deliveries(),
         )
@@ -343,6 +453,15 @@ class App:
             self._maintain_vectors, "interval", id="vector-maintenance",
             seconds=VECTOR_MAINTENANCE_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
+        digest = self.config.digest
+        scheduler.add_job(
+            self.send_due_digest, "cron", id="weekly-digest", day_of_week=digest.weekday,
+            hour=digest.at.hour, minute=digest.at.minute, timezone=digest.zone,
+            max_instances=1, coalesce=True, misfire_grace_time=None,
+        )  # fmt: skip
+        # a digest missed while the service was down goes out now (sent ones are not repeated)
+        scheduler.add_job(self.send_due_digest, "date", id="weekly-digest-catch-up",
+                          run_date=now + DIGEST_CATCH_UP_DELAY)  # fmt: skip
         scheduler.add_job(
             self._follow_ups, "interval", id="alert-follow-ups",
             seconds=FOLLOW_UP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
@@ -363,6 +482,19 @@ class App:
             if api is not None:
                 await asyncio.gather(api, return_exceptions=True)
             await _cancel(workers)
+
+    async def serve_api(self, stop: asyncio.Event | None = None) -> None:
+        """``newsmon serve``: the HTTP API and web page alone (no polling), until SIGINT/SIGTERM
+        or ``stop``."""
+        stop = stop or asyncio.Event()
+        _install_signal_handlers(stop)
+        server = asyncio.create_task(self._serve_api())
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if self._api_server is not None:
+            self._api_server.should_exit = True
+        await asyncio.gather(server, return_exceptions=True)
+        waiter.cancel()
 
     async def _serve_api(self) -> None:
         """The local HTTP API in this process: the embedded vector store admits one process,

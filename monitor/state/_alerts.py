@@ -28,6 +28,7 @@ from monitor.state.schema import (
     alerts,
     articles,
     deliveries,
+    digest_deliveries,
     topic_labels,
     topic_matches,
 )
@@ -379,3 +380,34 @@ def labels(conn: Connection, topic_id: str | None) -> list[tuple[str, str, bool]
         query = query.where(topic_labels.c.topic_id == topic_id)
     query = query.order_by(topic_labels.c.topic_id, topic_labels.c.labelled_at)
     return [(r[0], r[1], bool(r[2])) for r in conn.execute(query)]
+
+
+# -- digests ------------------------------------------------------------------------------------
+
+
+def digest_sent(conn: Connection, digest_id: str, channel: str) -> bool:
+    query = sa.select(digest_deliveries.c.sent_at).where(
+        digest_deliveries.c.digest_id == digest_id, digest_deliveries.c.channel == channel
+    )
+    return conn.execute(query).scalar() is not None
+
+
+def record_digest(
+    conn: Connection, digest_id: str, channel: str, *, error: str | None, now: datetime
+) -> None:
+    values = {"digest_id": digest_id, "channel": channel, "attempts": 1, "last_error": error,
+              "sent_at": None if error else now, "updated_at": now}  # fmt: skip
+    statement = _insert(conn)(digest_deliveries).values(**values)
+    update = {
+        "attempts": digest_deliveries.c.attempts + 1,
+        "last_error": statement.excluded.last_error,
+        "updated_at": statement.excluded.updated_at,
+        # a later failure never un-sends a digest that went out
+        "sent_at": sa.func.coalesce(digest_deliveries.c.sent_at, statement.excluded.sent_at),
+    }
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[digest_deliveries.c.digest_id, digest_deliveries.c.channel],
+            set_=update,
+        )
+    )

@@ -333,6 +333,7 @@ def mark_indexed(
     model: str,
     story_id: str | None,
     near_duplicate_of: str | None,
+    body_pending: bool,
     now: datetime,
 ) -> None:
     _update_one(
@@ -344,7 +345,34 @@ def mark_indexed(
         indexed_at=now,
         story_id=story_id,
         near_duplicate_of=near_duplicate_of,
+        body_pending=body_pending,
         updated_at=now,
+    )
+
+
+def bodies_pending(conn: Connection, model: str, limit: int) -> list[str]:
+    query = (
+        sa.select(articles.c.id)
+        .where(
+            articles.c.body_pending.is_(True),
+            articles.c.status == ArticleStatus.INDEXED.value,
+            articles.c.index_model == model,
+        )
+        .order_by(articles.c.indexed_at, articles.c.id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def mark_body_indexed(conn: Connection, article_id: str, *, rematch: bool, now: datetime) -> None:
+    # only while it is still pending: an update indexed meanwhile decided afresh
+    values: dict[str, Any] = {"body_pending": False, "updated_at": now}
+    if rematch:
+        values["matched_at"] = None
+    conn.execute(
+        articles.update()
+        .where(articles.c.id == article_id, articles.c.body_pending.is_(True))
+        .values(**values)
     )
 
 

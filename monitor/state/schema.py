@@ -122,6 +122,9 @@ articles = sa.Table(
     # was matched against the topics (null: still to do; a re-index does not match again)
     sa.Column("first_poll", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("matched_at", UTCDateTime),
+    # deferred bodies (0004): indexed by its lead alone during a backlog; the other passages
+    # are embedded when the index worker is idle (oldest indexed first)
+    sa.Column("body_pending", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint(
         sa.column("status").in_(STATUS_VALUES),
         name="status",
@@ -129,6 +132,7 @@ articles = sa.Table(
     # serves due_articles (status = pending, oldest first) and status filters/counts
     sa.Index(None, "status", "discovered_at"),
     sa.Index(None, "feed", "discovered_at"),
+    sa.Index(None, "body_pending", "indexed_at"),
 )
 
 entries = sa.Table(
@@ -239,4 +243,16 @@ topic_labels = sa.Table(
     sa.Column("article_id", sa.Text, sa.ForeignKey("articles.id"), primary_key=True),
     sa.Column("relevant", sa.Boolean, nullable=False),
     sa.Column("labelled_at", UTCDateTime, nullable=False),
+)
+
+digest_deliveries = sa.Table(
+    "digest_deliveries",
+    metadata,
+    # one row per digest (stable id per week and topics) and channel: sent once, failures kept
+    sa.Column("digest_id", sa.Text, primary_key=True),
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )

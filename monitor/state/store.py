@@ -226,6 +226,7 @@ class SqlStateStore:
         story: Story | None,
         near_duplicate_of: str | None,
         now: datetime,
+        body_pending: bool = False,
     ) -> None:
         """Record the indexing outcome and the article's story (saved in the same transaction)."""
         with self._transaction(f"marking article {article_id!r} indexed", write=True) as conn:
@@ -233,8 +234,17 @@ class SqlStateStore:
                 _stories.save(conn, story)
             _articles.mark_indexed(
                 conn, article_id, model=model, story_id=story.id if story else None,
-                near_duplicate_of=near_duplicate_of, now=now,
+                near_duplicate_of=near_duplicate_of, body_pending=body_pending, now=now,
             )  # fmt: skip
+
+    def bodies_pending(self, model: str, limit: int) -> list[str]:
+        with self._transaction("listing articles whose body is still to embed") as conn:
+            return _articles.bodies_pending(conn, model, limit)
+
+    def mark_body_indexed(self, article_id: str, *, rematch: bool, now: datetime) -> None:
+        what = f"marking the body of article {article_id!r} indexed"
+        with self._transaction(what, write=True) as conn:
+            _articles.mark_body_indexed(conn, article_id, rematch=rematch, now=now)
 
     def find_indexed_by_text_hash(self, text_hash: str, exclude_id: str) -> Article | None:
         with self._transaction("looking up an article by its text") as conn:
@@ -369,3 +379,14 @@ class SqlStateStore:
         """``(topic_id, article_id, relevant)`` in the order they were given."""
         with self._transaction("reading topic labels") as conn:
             return _alerts.labels(conn, topic_id)
+
+    def digest_sent(self, digest_id: str, channel: str) -> bool:
+        with self._transaction(f"reading whether digest {digest_id!r} was sent") as conn:
+            return _alerts.digest_sent(conn, digest_id, channel)
+
+    def record_digest(
+        self, digest_id: str, channel: str, *, error: str | None, now: datetime
+    ) -> None:
+        what = f"recording digest {digest_id!r} on channel {channel!r}"
+        with self._transaction(what, write=True) as conn:
+            _alerts.record_digest(conn, digest_id, channel, error=error, now=now)

@@ -112,9 +112,20 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("topic_id", "article_id", name="pk_topic_labels"),
     )
+    op.create_table(
+        "digest_deliveries",
+        sa.Column("digest_id", sa.Text, nullable=False),
+        sa.Column("channel", sa.Text, nullable=False),
+        sa.Column("sent_at", _TIME),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text),
+        sa.Column("updated_at", _TIME, nullable=False),
+        sa.PrimaryKeyConstraint("digest_id", "channel", name="pk_digest_deliveries"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("digest_deliveries")
     op.drop_table("topic_labels")
     op.drop_index("ix_deliveries_status_next_attempt_at", table_name="deliveries")
     op.drop_table("deliveries")
