@@ -22,6 +22,7 @@ COPY feeds.yaml /etc/newsmon/feeds.yaml
 ENV PATH=/opt/newsmon/bin:$PATH \
     NEWSMON_CONFIG=/etc/newsmon/feeds.yaml \
     NEWSMON_DATA_DIR=/data \
+    MPLCONFIGDIR=/tmp/matplotlib \
     PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 WORKDIR /data
