@@ -99,3 +99,31 @@ def test_digest_endpoint_formats_and_bad_input(open_api: TestClient) -> None:
     assert open_api.get("/digest", params={"week": "2026-W05", "since": "7d"}).status_code == 422
     assert open_api.get("/digest", params={"topic": "nope"}).status_code == 422
     assert open_api.get("/digest", params={"format": "pdf"}).status_code == 422
+
+
+def test_serve_runs_the_api_and_the_page_on_a_real_port_until_stopped(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    for app in _app(tmp_path):
+
+        async def scenario(app: App = app, port: int = app.config.api.port) -> tuple[int, int, str]:
+            stop = asyncio.Event()
+            serving = asyncio.create_task(app.serve_api(stop))
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                for _ in range(100):  # until uvicorn listens
+                    try:
+                        health = await client.get("/health")
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.05)
+                page = await client.get("/")
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+            return health.status_code, page.status_code, page.text
+
+        health, page, text = asyncio.run(scenario())
+        assert health == 200
+        assert page == 200
+        assert "<form" in text
