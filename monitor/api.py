@@ -93,6 +93,17 @@ def create_api(app: App) -> FastAPI:
             return [story_hit_json(h) for h in folded]
         return [hit_json(h) for h in app.searcher.search(q, filter=flt, limit=limit)]
 
+    @api.get("/feeds", dependencies=guarded)
+    def feeds() -> list[dict[str, Any]]:
+        from monitor.cli import feed_row
+
+        return [feed_row(f) for f in app.store.list_feeds()]
+
+    @api.get("/topics", dependencies=guarded)
+    def topics() -> list[dict[str, Any]]:
+        fields = ("id", "name", "description", "channels", "languages", "sources", "threshold")
+        return [{f: _jsonable(getattr(t, f)) for f in fields} for t in app.config.topics]
+
     @api.get("/stories", dependencies=guarded)
     def stories(
         since: str | None = None, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20
@@ -166,6 +177,10 @@ def create_api(app: App) -> FastAPI:
 
     api.include_router(web_router(app, page_authorised))
     return api
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 TOKEN_COOKIE = "newsmon_token"  # noqa: S105 - the cookie name, not a secret

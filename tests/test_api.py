@@ -127,3 +127,21 @@ def test_serve_runs_the_api_and_the_page_on_a_real_port_until_stopped(tmp_path: 
         assert health == 200
         assert page == 200
         assert "<form" in text
+
+
+def test_feeds_and_topics_endpoints(tmp_path: Path) -> None:
+    for app in _app(tmp_path):
+        app.sync_feeds()  # what `newsmon run` does first
+        _check_feeds_and_topics(TestClient(create_api(app)))
+
+
+def _check_feeds_and_topics(open_api: TestClient) -> None:
+    [feed] = open_api.get("/feeds").json()
+    assert feed["name"] == "Example"
+    assert "consecutive_failures" in feed
+    assert open_api.get("/topics").json() == []
+
+
+def test_feeds_and_topics_need_the_token(guarded_api: TestClient) -> None:
+    assert guarded_api.get("/feeds").status_code == 401
+    assert guarded_api.get("/topics").status_code == 401
