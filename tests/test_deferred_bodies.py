@@ -95,6 +95,7 @@ class Snapshot:
 
     bodies_indexed: int = -1
     pending: set[str] = field(default_factory=set)
+    pending_count: int = -1
     points: dict[str, list[PassageKind]] = field(default_factory=dict)
     best_passages: dict[str, str] = field(default_factory=dict)
 
@@ -105,6 +106,7 @@ def _snapshot_when_all_leads_are_in(app: App, seen: Snapshot) -> Callable[[Progr
             return
         seen.bodies_indexed = progress.bodies_indexed
         seen.pending = set(app.store.bodies_pending(EMBEDDER.model_id, 100))
+        seen.pending_count = app.store.count_bodies_pending()
         seen.points = _points(app)
         seen.best_passages = _best_passages(app)
 
@@ -154,6 +156,7 @@ def test_a_backlog_indexes_leads_first_and_the_bodies_when_the_queue_is_idle(
     # when the last lead was in, no body had been embedded yet: new articles come first
     assert seen.bodies_indexed == 0
     assert len(seen.pending) == DEFERRED
+    assert seen.pending_count == DEFERRED  # what /health reports
     for article_id, kinds in seen.points.items():
         if article_id in seen.pending:  # searchable and clustered by its lead alone
             assert kinds == [PassageKind.LEAD]

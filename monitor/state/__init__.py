@@ -153,6 +153,10 @@ class StateStore(Protocol):
         is stored so far."""
         ...
 
+    def count_bodies_pending(self) -> int:
+        """Indexed articles whose body waits to be embedded (the lead-first backlog)."""
+        ...
+
     def bodies_pending(self, model: str, limit: int) -> list[str]:
         """Ids of articles indexed with ``model`` by their lead alone, oldest indexed first."""
         ...

@@ -350,6 +350,13 @@ def mark_indexed(
     )
 
 
+def count_bodies_pending(conn: Connection) -> int:
+    query = sa.select(sa.func.count()).where(
+        articles.c.body_pending.is_(True), articles.c.status == ArticleStatus.INDEXED.value
+    )
+    return int(conn.execute(query).scalar() or 0)
+
+
 def bodies_pending(conn: Connection, model: str, limit: int) -> list[str]:
     query = (
         sa.select(articles.c.id)

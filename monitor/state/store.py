@@ -237,6 +237,10 @@ class SqlStateStore:
                 near_duplicate_of=near_duplicate_of, body_pending=body_pending, now=now,
             )  # fmt: skip
 
+    def count_bodies_pending(self) -> int:
+        with self._transaction("counting articles whose body is still to embed") as conn:
+            return _articles.count_bodies_pending(conn)
+
     def bodies_pending(self, model: str, limit: int) -> list[str]:
         with self._transaction("listing articles whose body is still to embed") as conn:
             return _articles.bodies_pending(conn, model, limit)
