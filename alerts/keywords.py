@@ -11,7 +11,7 @@ change script between Latin and Cyrillic.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,14 +39,8 @@ def compile_keyword(text: str) -> Keyword:
 
 def found(keywords: Iterable[str], text: str) -> tuple[str, ...]:
     """The keywords that occur in ``text``, in the order given."""
+    keywords = tuple(keywords)
+    if not keywords:
+        return ()
     haystack = normalise(text)
     return tuple(k for k in keywords if compile_keyword(k).pattern.search(haystack))
-
-
-def check_keywords(keywords: Sequence[str]) -> list[str]:
-    """Problems with a keyword list, one message each (for config validation)."""
-    problems = []
-    for keyword in keywords:
-        if not normalise(keyword.rstrip("$")).split():
-            problems.append(f"empty keyword {keyword!r}")
-    return problems

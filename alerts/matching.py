@@ -78,6 +78,11 @@ def policy_for(model_id: str) -> MatchPolicy:
     return BUNDLED_POLICY if model_id.startswith("bundled:") else GENERIC_POLICY
 
 
+#: E5 similarities between unrelated news passages sit around 0.75-0.8 (its cosines are
+#: compressed into the upper range): only similarity above that says "like this example"
+EXAMPLE_BASELINE = 0.8
+
+
 def _empty() -> Matrix:
     return np.zeros((0, 0), dtype=np.float32)
 
@@ -124,8 +129,9 @@ def match_article(
     best = int(np.argmax(scores))
     score = article_score(scores, policy.agreeing)
     index, passage = passages[best]
-    keywords = found(topic.include, f"{article.title}\n{article.text}") if topic.include else ()
-    excluded = found(topic.exclude, f"{article.title}\n{article.text}") if topic.exclude else ()
+    text = f"{article.title}\n{article.text}"
+    keywords = found(topic.include, text)
+    excluded = found(topic.exclude, text)
     if excluded:
         verdict, reason = False, f"excluded keyword {excluded[0]!r}"
     elif topic.include and not keywords:
@@ -148,13 +154,18 @@ def passage_scores(
     scores = (vectors @ queries.T - language_offset(profile, language)).max(axis=1)
     if profile.context is not None and policy.contrast:
         scores = scores - policy.contrast * (vectors @ profile.context)
-    if profile.positives.size and policy.example_weight:
-        nearest = (vectors @ profile.positives.T).max(axis=1)
-        scores = scores + policy.example_weight * np.maximum(nearest - _baseline(vectors), 0.0)
-    if profile.negatives.size and policy.negative_weight:
-        nearest = (vectors @ profile.negatives.T).max(axis=1)
-        scores = scores - policy.negative_weight * np.maximum(nearest - _baseline(vectors), 0.0)
+    scores = scores + policy.example_weight * _likeness(vectors, profile.positives)
+    scores = scores - policy.negative_weight * _likeness(vectors, profile.negatives)
     return np.asarray(scores, dtype=np.float32)
+
+
+def _likeness(vectors: Matrix, examples: Matrix) -> Matrix | float:
+    """How much more each passage is like its nearest example than unrelated news is."""
+    if not examples.size:
+        return 0.0
+    nearest: Matrix = (vectors @ examples.T).max(axis=1)
+    above: Matrix = np.maximum(nearest - EXAMPLE_BASELINE, 0.0).astype(np.float32)
+    return above
 
 
 def article_score(passage_scores: Matrix, agreeing: int) -> float:
@@ -184,12 +195,6 @@ def language_offset(profile: TopicProfile, language: str) -> Vector | float:
     if offset is None:
         return np.mean(np.stack(list(profile.offsets.values())), axis=0)  # type: ignore[no-any-return]
     return offset
-
-
-def _baseline(vectors: Matrix) -> float:
-    # E5 similarities between unrelated news passages sit around 0.75-0.8 (its cosines are
-    # compressed into the upper range): only similarity above that says "like this example"
-    return 0.8
 
 
 def _out_of_scope(topic: Topic, article: ArticleView) -> str | None:

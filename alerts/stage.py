@@ -21,7 +21,7 @@ import numpy as np
 from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article, refine_query
 from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.profiles import build_profile, reference_means
-from alerts.types import AlertMessage, Match, Topic
+from alerts.types import AlertMessage, AlertRecord, Match, StoredMatch, Topic
 from indexer.means import language_means, overall_mean
 from indexer.stories import StoryPolicy
 from indexer.types import Matrix, SearchFilter, Vector
@@ -118,21 +118,26 @@ class AlertStage:
             if alert_id is not None:
                 self.store.join_alert(alert_id, topic_id, story_id)
                 log.info("topic %r: story %r continues alert %s", topic_id, story_id, alert_id)
-        if alert_id is not None:  # the alert's own story names it (and its id)
-            record = self.store.get_alert(alert_id)
-            story_id = record.story_id if record else story_id
-        return self._plan_alert(topic, story_id, alert_id, now)
+        record = self.store.get_alert(alert_id) if alert_id else None
+        if record is None:
+            matches = self.store.story_matches(topic_id, story_id)
+            return self._plan_alert(topic, story_id, None, matches, now)
+        # the alert's own story names it (and its id)
+        matches = self.store.alert_matches(record.id)
+        return self._plan_alert(topic, record.story_id, record, matches, now)
 
     def _plan_alert(
-        self, topic: Topic, story_id: str, alert_id: str | None, now: datetime
+        self,
+        topic: Topic,
+        story_id: str,
+        record: AlertRecord | None,
+        matches: Sequence[StoredMatch],
+        now: datetime,
     ) -> AlertMessage | None:
         story = self.store.get_stories([story_id]).get(story_id)
-        record = self.store.get_alert(alert_id) if alert_id else None
         if story is None:
             return None
         previous = record.messages if record else ()
-        matches = (self.store.alert_matches(record.id) if record
-                   else self.store.story_matches(topic.id, story_id))  # fmt: skip
         planned = plan_message(topic, story, matches, previous, now, self.follow_up)
         if planned is None:
             return None
@@ -155,10 +160,9 @@ class AlertStage:
             topic = next((t for t in self.topics if t.id == record.topic_id), None)
             if topic is None:
                 continue  # a topic removed from the config
-            waiting = [m for m in self.store.alert_matches(record.id)
-                       if m.message_id is None and m.alertable]  # fmt: skip
-            if waiting:
-                message = self._plan_alert(topic, record.story_id, record.id, now)
+            matches = self.store.alert_matches(record.id)
+            if any(m.message_id is None and m.alertable for m in matches):
+                message = self._plan_alert(topic, record.story_id, record, matches, now)
                 if message is not None:
                     messages.append(message)
         return messages

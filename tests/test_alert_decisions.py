@@ -294,3 +294,17 @@ def test_retry_after_and_permanent_errors() -> None:
     assert next_attempt(1, ChannelError("mail", "535 auth", permanent=True), NOW, policy) is None
     jittered = next_attempt(1, ChannelError("x", "y"), NOW, RetryPolicy(jitter=0.1), rand=1.0)
     assert jittered == NOW + timedelta(seconds=33)
+
+
+def test_a_topic_that_cannot_be_embedded_is_named_in_the_error() -> None:
+    from alerts.profiles import build_profile
+    from indexer.embed import EmbedderError, HashEmbedder
+    from monitor.errors import TopicError
+
+    class Broken(HashEmbedder):
+        def embed_queries(self, texts: object) -> np.ndarray:  # type: ignore[override]
+            raise EmbedderError("m", "engine crashed")
+
+    with pytest.raises(TopicError, match="topic 'abu-dhabi-talks': cannot embed") as raised:
+        build_profile(TOPIC, Broken(), means={}, context=None)
+    assert isinstance(raised.value.__cause__, EmbedderError)

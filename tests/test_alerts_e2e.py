@@ -321,3 +321,15 @@ def test_digest_after_run_once_reaches_mail_and_slack_with_chart_and_cyrillic(
         assert store.digest_sent(data["id"], "slack")
     finally:
         store.close()
+
+
+def test_digest_send_without_digest_channels_says_so(
+    tmp_path: Path, http_server: LocalServer, inbox: tuple[Inbox, int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    _, smtp_port = inbox
+    config = _config(tmp_path, http_server, smtp_port)  # digest.channels left empty
+    assert main(["--config", str(config), "digest", "--week", "2026-W48", "--send"]) == 2
+    assert "no enabled channel in digest.channels" in capsys.readouterr().err
+    assert main(["--config", str(config), "digest", "--week", "2026-W99"]) == 2
+    assert "2026-W99" in capsys.readouterr().err

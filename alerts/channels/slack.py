@@ -11,13 +11,12 @@ A digest is posted the same way, as its Block Kit summary (``RenderedDigest.slac
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import httpx
 
-from alerts.channels.webhook import post
+from alerts.channels.webhook import compact_json, post
 from alerts.render import slack_payload
 from alerts.render_digest import RenderedDigest
 from alerts.types import AlertMessage
@@ -53,12 +52,11 @@ class SlackChannel:
             raise ChannelError(
                 self.name, "webhook_url is empty (is SLACK_WEBHOOK_URL set?)", permanent=True
             )
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         await post(
             self._client,
             self.name,
             self._config.webhook_url.get_secret_value(),
-            body.encode("utf-8"),
+            compact_json(payload),
             httpx.Headers(
                 {
                     "Content-Type": "application/json; charset=utf-8",

@@ -79,15 +79,16 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def encode_body(message: AlertMessage) -> bytes:
     """Compact UTF-8 JSON: the same bytes on every retry."""
-    return _compact(webhook_payload(message))
+    return compact_json(webhook_payload(message))
 
 
 def encode_digest_body(digest: RenderedDigest) -> bytes:
     """The digest's JSON (``"type": "digest"``), compact UTF-8 like an alert's."""
-    return _compact(digest.json)
+    return compact_json(digest.json)
 
 
-def _compact(payload: dict[str, Any]) -> bytes:
+def compact_json(payload: dict[str, Any]) -> bytes:
+    """The body every HTTP channel posts: compact JSON, UTF-8, non-ASCII kept as is."""
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
