@@ -33,10 +33,14 @@ from indexer.stories import (
     NearDuplicate,
     Neighbour,
     NewStory,
+    StoryMember,
     StoryPolicy,
+    better_story,
     decide,
     grow_story,
     new_story,
+    rehome_candidates,
+    story_from_members,
     story_id_for,
 )
 from indexer.types import (
@@ -60,6 +64,9 @@ log = logging.getLogger("newsmon.indexer")
 
 #: how many earlier leads to compare a new article with when deciding its story
 NEIGHBOURS = 20
+#: how many of a new article's close neighbours in other stories are checked for a move into
+#: its story (each check is one more lead search)
+REHOME_CHECKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +217,10 @@ class Indexer:
             story = self._grow(article.story_id, article, now, count=False)
             return self._store(article, passages, lead, story, "kept-story", now,
                                defer_body=defer_body)  # fmt: skip
+        neighbours = self._neighbours(article.id, _published(article), lead)
         decision = decide(
-            article.language or article.feed_language, _published(article),
-            self._neighbours(article, lead), self.policy, now,
+            article.language or article.feed_language, _published(article), neighbours,
+            self.policy, now,
         )  # fmt: skip
         if isinstance(decision, NearDuplicate):
             story = self._grow(decision.story_id, article, now)
@@ -228,7 +236,10 @@ class Indexer:
             assert isinstance(decision, NewStory)
             story = self._found_story(article, now)
             outcome = "new-story"
-        return self._store(article, passages, lead, story, outcome, now, defer_body=defer_body)
+        report = self._store(article, passages, lead, story, outcome, now, defer_body=defer_body)
+        if story is not None:
+            self._rehome(article, story, neighbours, now)
+        return report
 
     def _store(
         self,
@@ -253,9 +264,69 @@ class Indexer:
 
     # -- helpers
 
-    def _neighbours(self, article: Article, lead: Vector) -> list[Neighbour]:
+    def _rehome(
+        self, article: Article, story: Story, neighbours: Sequence[Neighbour], now: datetime
+    ) -> None:
+        """Move earlier articles that now fit the article's story better than their own.
+
+        Only stories that no alert has reported are reshaped: an alert told its readers what
+        the story was (the alert stage joins a split story to the earlier alert instead)."""
+        language = article.language or article.feed_language
+        candidates = rehome_candidates(
+            story.id, language, _published(article), neighbours, self.policy, now
+        )[:REHOME_CHECKS]
+        alerted = self.store.alerted_stories([c.story_id for c in candidates if c.story_id])
+        for candidate in candidates:
+            if candidate.story_id is None or candidate.story_id in alerted:
+                continue
+            points = self.vectors.article_points(
+                self.collection, candidate.article_id, with_vectors=True
+            )
+            lead = next((v for p, v in points if p.kind is PassageKind.LEAD), None)
+            if lead is None:
+                continue
+            own = self._neighbours(candidate.article_id, candidate.published_at, lead)
+            move = better_story(
+                candidate.language, candidate.published_at, candidate.story_id, story.id, own,
+                self.policy, now,
+            )  # fmt: skip
+            if move is not None:
+                self._move(candidate, story.id, move, now)
+
+    def _move(self, member: Neighbour, story_id: str, move: JoinStory, now: datetime) -> None:
+        left = member.story_id
+        assert left is not None
+        leaving = [a for a in self.store.story_articles(left)
+                   if member.article_id in (a.id, a.near_duplicate_of)]  # fmt: skip
+        moved = [a.id for a in leaving]
+        if not moved:
+            return  # moved or removed meanwhile
+        stays = [a for a in self.store.story_articles(left) if a.id not in moved]
+        joined = [*self.store.story_articles(story_id), *leaving]
+        stories = self.store.get_stories([left, story_id])
+        target = self._summary(story_id, joined, stories.get(story_id), now)
+        assert target is not None
+        self.vectors.set_story(self.collection, moved, story_id)
+        self.store.move_to_story(
+            moved, target, left=left, left_story=self._summary(left, stays, stories.get(left), now)
+        )
+        log.info("article %s moved from story %s to %s (mean margin %+.3f via %s)",
+                 member.article_id, left, story_id, move.support, move.via_article_id)  # fmt: skip
+
+    def _summary(
+        self, story_id: str, members: Sequence[Article], story: Story | None, now: datetime
+    ) -> Story | None:
+        summaries = [
+            StoryMember(a.id, a.title, a.language or a.feed_language, a.feed, _published(a))
+            for a in members
+        ]
+        representative = story.representative_article_id if story else None
+        return story_from_members(
+            story_id, summaries, representative=representative, now=now, policy=self.policy
+        )
+
+    def _neighbours(self, article_id: str, published: datetime, lead: Vector) -> list[Neighbour]:
         """Recent articles whose lead is closest to this one's (the story candidates)."""
-        published = _published(article)
         window = self.policy.window
         hits = self.vectors.search(
             self.collection,
@@ -264,7 +335,7 @@ class Indexer:
                 kinds=(PassageKind.LEAD,),
                 since=published - window,
                 until=published + window,
-                exclude_article_ids=(article.id,),
+                exclude_article_ids=(article_id,),
             ),
             limit=NEIGHBOURS,
         )

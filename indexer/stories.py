@@ -167,20 +167,87 @@ def decide(
     return NewStory(nearest.article_id, nearest.score)
 
 
+def rehome_candidates(
+    story_id: str,
+    article_language: str,
+    article_published: datetime,
+    neighbours: Sequence[Neighbour],
+    policy: StoryPolicy,
+    now: datetime,
+) -> list[Neighbour]:
+    """Earlier articles in other stories that the new article (just placed in ``story_id``) is
+    close enough to have joined: the ones whose story may have been the wrong one.
+
+    Online clustering depends on arrival order: an article that came before the rest of its
+    event may have joined a look-alike's story, or founded a story of its own that the event's
+    later reports did not pick (they joined another one). Each of these candidates is checked
+    with ``better_story`` against its own neighbours, closest first.
+    """
+    at = min(article_published, now)
+    found = [
+        n
+        for n in neighbours
+        if n.story_id is not None
+        and n.story_id != story_id
+        and abs(n.published_at - at) <= policy.window
+        and _margin(n, article_language, policy) >= 0
+    ]
+    return sorted(found, key=lambda n: _rank(n, article_language, policy))
+
+
+def better_story(
+    language: str,
+    published: datetime,
+    current_story_id: str,
+    target_story_id: str,
+    neighbours: Sequence[Neighbour],
+    policy: StoryPolicy,
+    now: datetime,
+) -> JoinStory | None:
+    """Whether an article (its own lead-vector ``neighbours``, itself excluded) now belongs to
+    ``target_story_id`` rather than its current story: the target's mean margin over the
+    article's neighbours in it is >= 0 and higher than its current story's. A current story
+    with none of the neighbours in it (the article is alone there) counts as no support.
+
+    Replaying the calibration fixture, re-checking the new article's neighbours this way after
+    each placement lifts pairwise precision/recall in time order from 0.966/0.977 to 1.0/1.0,
+    and with each arrival delayed by a random 0-6 hours (20 orders) from a mean of 0.973/0.965
+    to 0.985/0.980 (``tests/test_stories.py``).
+    """
+    at = min(published, now)
+    recent = [n for n in neighbours if abs(n.published_at - at) <= policy.window]
+    supports = _story_supports(language, at, recent, policy)
+    target = supports.get(target_story_id)
+    if target is None or target.support < 0:
+        return None
+    current = supports.get(current_story_id)
+    if current is not None and current.support >= target.support:
+        return None
+    return target
+
+
 def _best_story(
     language: str, at: datetime, recent: Sequence[Neighbour], policy: StoryPolicy
 ) -> JoinStory | None:
+    candidates = _story_supports(language, at, recent, policy).values()
+    best = min(candidates, key=lambda j: (-j.support, -j.score, j.story_id), default=None)
+    return best if best is not None and best.support >= 0 else None
+
+
+def _story_supports(
+    language: str, at: datetime, recent: Sequence[Neighbour], policy: StoryPolicy
+) -> dict[str, JoinStory]:
+    """Each open story among the neighbours, with the mean margin of its neighbours."""
     members: dict[str, list[Neighbour]] = {}
     for neighbour in recent:
         if neighbour.story_id is not None and _open(neighbour, at, policy):
             members.setdefault(neighbour.story_id, []).append(neighbour)
-    candidates = []
+    supports = {}
     for story_id, group in members.items():
         support = sum(_margin(n, language, policy) for n in group) / len(group)
         via = min(group, key=lambda n: _rank(n, language, policy))
-        candidates.append(JoinStory(story_id, via.article_id, via.score, support))
-    best = min(candidates, key=lambda j: (-j.support, -j.score, j.story_id), default=None)
-    return best if best is not None and best.support >= 0 else None
+        supports[story_id] = JoinStory(story_id, via.article_id, via.score, support)
+    return supports
 
 
 def _margin(neighbour: Neighbour, language: str, policy: StoryPolicy) -> float:
@@ -252,3 +319,42 @@ def grow_story(
         languages=tuple(sorted({*story.languages, language})),
         sources=tuple(sorted({*story.sources, source})),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoryMember:
+    """What a story's summary is built from, per article."""
+
+    article_id: str
+    title: str
+    language: str
+    source: str
+    published_at: datetime
+
+
+def story_from_members(
+    story_id: str,
+    members: Sequence[StoryMember],
+    *,
+    representative: str | None,
+    now: datetime,
+    policy: StoryPolicy = DEFAULT_POLICY,
+) -> Story | None:
+    """A story summarised anew from its articles (after one moved in or out); None when none
+    is left. The representative stays if it is still a member, else the earliest takes over;
+    the rest are added in publication order, as they would have been one by one."""
+    if not members:
+        return None
+    ordered = sorted(members, key=lambda m: (m.published_at, m.article_id))
+    first = next((m for m in ordered if m.article_id == representative), ordered[0])
+    story = new_story(
+        story_id, article_id=first.article_id, headline=first.title, language=first.language,
+        source=first.source, published_at=first.published_at, now=now,
+    )  # fmt: skip
+    for member in ordered:
+        if member is not first:
+            story = grow_story(
+                story, headline_candidate=member.title, language=member.language,
+                source=member.source, published_at=member.published_at, now=now, policy=policy,
+            )  # fmt: skip
+    return story

@@ -251,3 +251,30 @@ def test_held_back_follow_ups_go_out_once_the_interval_passed(
         assert [m.sequence for m in record.messages] == [0, 1]
     finally:
         vectors.close()
+
+
+def test_moving_articles_between_stories_takes_their_matches_along(store: SqlStateStore) -> None:
+    """The indexer's re-homing (indexer.index.Indexer._rehome) in the store: one transaction
+    moves the articles and their topic matches, saves both summaries, drops an emptied story."""
+    _indexed(store, "a1", story="s1")
+    _indexed(store, "a2", "a3", story="s2")
+    store.record_matches("a1", "s1", [_match("a1")], alertable=True, now=T0)
+    assert store.alerted_stories(["s1", "s2"]) == set()
+
+    store.move_to_story(["a1"], _story("s2", count=3), left="s1", left_story=None)
+
+    assert [a.id for a in store.story_articles("s2")] == ["a1", "a2", "a3"]
+    assert store.get_stories(["s1", "s2"]) == {"s2": _story("s2", count=3)}
+    [moved] = store.story_matches(TOPIC.id, "s2")
+    assert moved.article.article_id == "a1"
+    assert store.story_matches(TOPIC.id, "s1") == []
+
+    store.move_to_story(["a3"], _story("s3"), left="s2", left_story=_story("s2", count=2))
+    assert store.get_stories(["s2", "s3"]) == {"s2": _story("s2", count=2), "s3": _story("s3")}
+
+
+def test_alerted_stories_are_the_ones_an_alert_reported(store: SqlStateStore) -> None:
+    _queue_first_message(store)
+    _indexed(store, "b1", story="s2")
+    assert store.alerted_stories(["s1", "s2", "nope"]) == {"s1"}
+    assert store.alerted_stories([]) == set()

@@ -185,6 +185,17 @@ class StateStore(Protocol):
 
     def story_articles(self, story_id: str) -> list[Article]: ...
 
+    def alerted_stories(self, story_ids: Sequence[str]) -> set[str]:
+        """Those of the stories that an alert of any topic has reported."""
+        ...
+
+    def move_to_story(
+        self, article_ids: Sequence[str], story: Story, *, left: str, left_story: Story | None
+    ) -> None:
+        """The articles (and their topic matches) move from story ``left`` to ``story``; both
+        stories are saved as given, ``left`` deleted when ``left_story`` is None (emptied)."""
+        ...
+
     # -- alerting (issue 4)
 
     def due_for_matching(self, limit: int) -> list[str]:

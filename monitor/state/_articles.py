@@ -419,6 +419,8 @@ def story_articles(conn: Connection, story_id: str) -> list[Article]:
     query = (
         sa.select(articles)
         .where(articles.c.story_id == story_id)
-        .order_by(sa.func.coalesce(articles.c.published_at, articles.c.discovered_at))
+        .order_by(
+            sa.func.coalesce(articles.c.published_at, articles.c.discovered_at), articles.c.id
+        )
     )
     return [_to_article(row) for row in conn.execute(query).mappings()]

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
 from indexer.types import Story
-from monitor.state.schema import stories
+from monitor.state.schema import alert_stories, articles, stories, topic_matches
 
 
 def _to_story(row: RowMapping) -> Story:
@@ -60,3 +60,25 @@ def list_recent(conn: Connection, since: datetime | None, limit: int | None) -> 
     if limit is not None:
         query = query.limit(limit)
     return [_to_story(row) for row in conn.execute(query).mappings()]
+
+
+def alerted(conn: Connection, story_ids: Sequence[str]) -> set[str]:
+    """Those of the stories that an alert of any topic has reported."""
+    query = sa.select(alert_stories.c.story_id).where(alert_stories.c.story_id.in_(story_ids))
+    return {str(value) for value in conn.execute(query).scalars()}
+
+
+def move_articles(conn: Connection, article_ids: Sequence[str], story_id: str) -> None:
+    """The articles, and their topic matches, now belong to ``story_id``."""
+    conn.execute(
+        sa.update(articles).where(articles.c.id.in_(article_ids)).values(story_id=story_id)
+    )
+    conn.execute(
+        sa.update(topic_matches)
+        .where(topic_matches.c.article_id.in_(article_ids))
+        .values(story_id=story_id)
+    )
+
+
+def delete(conn: Connection, story_id: str) -> None:
+    conn.execute(sa.delete(stories).where(stories.c.id == story_id))

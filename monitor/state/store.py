@@ -272,6 +272,24 @@ class SqlStateStore:
         with self._transaction(f"listing the articles of story {story_id!r}") as conn:
             return _articles.story_articles(conn, story_id)
 
+    def alerted_stories(self, story_ids: Sequence[str]) -> set[str]:
+        if not story_ids:
+            return set()
+        with self._transaction(f"checking {len(story_ids)} stories for alerts") as conn:
+            return _stories.alerted(conn, story_ids)
+
+    def move_to_story(
+        self, article_ids: Sequence[str], story: Story, *, left: str, left_story: Story | None
+    ) -> None:
+        what = f"moving articles {list(article_ids)!r} from story {left!r} to {story.id!r}"
+        with self._transaction(what, write=True) as conn:
+            _stories.move_articles(conn, article_ids, story.id)
+            _stories.save(conn, story)
+            if left_story is None:
+                _stories.delete(conn, left)
+            else:
+                _stories.save(conn, left_story)
+
     # -- alerting (0003) ---------------------------------------------------------------------------
 
     def due_for_matching(self, limit: int) -> list[str]:
