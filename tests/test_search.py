@@ -61,12 +61,10 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         feeds["Wire"] = (server.route("/wire.rss", Response(wire.encode(),
                                                             content_type="application/rss+xml")),
                          "uk")  # fmt: skip
-        # one request at a time, so articles arrive (and are clustered) in the same order every
-        # run. Online story clustering depends on arrival order: over 20,000 random orders of
-        # these nine articles, 93% give exactly the talks story asserted below; the rest hinge on
-        # one marginal pair (the Russian talks report and the English Donbas explainer, +0.008
-        # over their join threshold) and either attach the explainer or leave the Russian report
-        # in a story of its own. Concurrent fetches made this test fail on CI that way.
+        # one request at a time: articles arrive (and are clustered) in much the same order
+        # every run. Online clustering alone put the talks into one story in 93% of 20,000
+        # random orders of these nine articles; with re-homing (indexer.stories.better_story,
+        # tests/test_rehome.py) in all of 5,000 simulated ones
         config_path = write_site_config(tmp, feeds, fetch={"per_host_concurrency": 1})
         config = load_config(config_path)
         app = make_app(config)
