@@ -7,10 +7,12 @@ worst re-sends a message whose acknowledgement was not recorded (the email Messa
 webhook's message id are stable, so receivers can drop the repeat).
 
 Failures are retried with exponential backoff (``next_attempt``, pure); a channel that says
-how long to wait (Slack's 429 ``Retry-After``) is paused for that long as a whole. A permanent
-error (bad credentials, rejected recipient, 4xx) or running out of attempts marks the delivery
-failed, with its error, for ``newsmon alerts`` to show. Channels are independent: each is
-worked through in its own task, so a slow or failing one never holds up another.
+how long to wait (Slack's 429 ``Retry-After``) is paused for that long as a whole, and so is one
+whose failure is the channel's own (rejected SMTP credentials: retried, not dropped, since a
+password gets fixed). A permanent error (rejected recipient, 4xx) or running out of attempts
+marks the delivery failed, with its error, for ``newsmon alerts`` to show. Channels are
+independent: in the service each is worked through in a task of its own, so a slow or failing
+one never holds up another, and ``run --once`` stops trying a failing channel at its deadline.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("newsmon.alerts")
 
 DUE_BATCH = 200
+#: while a paused or busy channel's deliveries are due, the store cannot say when another
+#: channel's next one is: look again this often
+HELD_BACK_RECHECK = timedelta(seconds=1)
+#: the store failed: try again after this long
+STORE_RETRY = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +86,17 @@ class Dispatcher:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Callable[[], datetime] = utcnow
     rand: Callable[[], float] = lambda: random.uniform(-1.0, 1.0)
-    #: channel -> time before which it is not tried (it asked for a pause)
+    #: channel -> time before which it is not tried (it asked for a pause, refused our
+    #: credentials, or the store failed to record its last delivery)
     paused_until: dict[str, datetime] = field(default_factory=dict)
 
-    async def deliver_due(self) -> DispatchReport:
-        """One pass over the due deliveries: each channel's in order, channels in parallel."""
+    async def deliver_due(self, deadline: float | None = None) -> DispatchReport:
+        """One pass over the due deliveries: each channel's in order, channels in parallel.
+        Past ``deadline`` (``time.monotonic()``), a channel that failed in this pass stops there
+        (the rest stay due): a stalled receiver costs one timeout, not one per message."""
         due = await asyncio.to_thread(self.store.due_deliveries, self.clock(), DUE_BATCH)
-        by_channel: dict[str, list[tuple[Delivery, AlertMessage]]] = {}
-        for delivery, message in due:
-            by_channel.setdefault(delivery.channel, []).append((delivery, message))
         results = await asyncio.gather(
-            *(self._deliver_channel(name, items) for name, items in by_channel.items())
+            *(self._deliver_channel(name, items, deadline) for name, items in _by_channel(due))
         )
         return DispatchReport(
             sent=sum(r.sent for r in results),
@@ -102,7 +109,7 @@ class Dispatcher:
         returns how many deliveries are still pending."""
         deadline = time.monotonic() + timeout
         while True:
-            await self.deliver_due()
+            await self.deliver_due(deadline)
             pending = await asyncio.to_thread(self.store.count_pending_deliveries)
             left = deadline - time.monotonic()
             if pending == 0 or left <= 0:
@@ -110,42 +117,69 @@ class Dispatcher:
             await asyncio.sleep(min(left, await self._until_next_due()))
 
     async def run(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
-        """The service's delivery loop: a pass whenever woken (a new message) or when the
-        earliest retry falls due."""
-        while not stop.is_set():
-            try:
-                await self.deliver_due()
-                pause = await self._until_next_due()
-            except StorageError as e:  # the store is down: keep the loop, try again soon
-                log.error("alert delivery: %s; retrying in 30 s", e)
-                pause = 30.0
-            wake.clear()
-            waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-            _, running = await asyncio.wait(
-                waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in running:
-                waiter.cancel()
+        """The service's delivery loop: a pass whenever woken (a new message), when the
+        earliest retry falls due or when a channel is through with its share. Each channel
+        works in a task of its own: one that stalls (a receiver answering only at the timeout)
+        keeps its own deliveries waiting, never another channel's."""
+        working: dict[str, asyncio.Task[DispatchReport]] = {}
+        try:
+            while not stop.is_set():
+                wake.clear()  # before looking: a message queued from now on wakes the next pass
+                try:
+                    due = await asyncio.to_thread(self.store.due_deliveries, self.clock(),
+                                                  DUE_BATCH)  # fmt: skip
+                    for name, items in _by_channel(due):
+                        # a channel at work takes its due ones on its next turn
+                        if name not in working and not self._paused(name):
+                            working[name] = asyncio.create_task(self._deliver_channel(name, items))
+                    pause = await self._until_next_due(busy=bool(working))
+                except StorageError as e:  # the store is down: keep the loop, try again soon
+                    log.error("alert delivery: %s; retrying in 30 s", e)
+                    pause = STORE_RETRY.total_seconds()
+                waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait([*waiters, *working.values()], timeout=pause,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                for waiter in waiters:
+                    waiter.cancel()
+                for name, task in list(working.items()):
+                    if task.done():
+                        del working[name]
+                        if (error := task.exception()) is not None:  # the store failed mid-way
+                            log.error("alert delivery on channel %r: %s; retrying in 30 s",
+                                      name, error)  # fmt: skip
+                            # not at once: what was sent but not recorded would go out again
+                            self.paused_until[name] = self.clock() + STORE_RETRY
+        finally:  # shutting down: a send cut short stays pending (sent again, same id)
+            for task in working.values():
+                task.cancel()
+            await asyncio.gather(*working.values(), return_exceptions=True)
 
-    async def _until_next_due(self) -> float:
+    async def _until_next_due(self, *, busy: bool = False) -> float:
         """Seconds until the next delivery falls due (at most a minute). Right after a pass,
-        whatever is still due belongs to a paused channel, so wait for the earliest pause."""
+        whatever is still due belongs to a paused channel or (``busy``) to one still at work
+        (whose end wakes the loop): then look again at the end of the earliest pause, or
+        sooner for the other channels' retries (HELD_BACK_RECHECK)."""
         now = self.clock()
         at = await asyncio.to_thread(self.store.next_delivery_at)
         if at is None:
             return 60.0
         pauses = [t for t in self.paused_until.values() if t > now]
-        if at <= now and pauses:
-            at = min(pauses)
+        if at <= now and (pauses or busy):
+            at = min([*pauses, now + HELD_BACK_RECHECK])
         return min(60.0, max(0.05, (at - now).total_seconds()))
 
     async def _deliver_channel(
-        self, name: str, items: Sequence[tuple[Delivery, AlertMessage]]
+        self,
+        name: str,
+        items: Sequence[tuple[Delivery, AlertMessage]],
+        deadline: float | None = None,
     ) -> DispatchReport:
         sent = retrying = failed = 0
         for delivery, message in items:
             if self._paused(name):
                 break  # the rest stay due; tried after the pause
+            if retrying and deadline is not None and time.monotonic() >= deadline:
+                break  # failing past the deadline (run --once): the rest stay due
             status = await self._deliver_one(name, delivery, message)
             sent += status is DeliveryStatus.SENT
             retrying += status is DeliveryStatus.PENDING
@@ -180,7 +214,7 @@ class Dispatcher:
     ) -> DeliveryStatus:
         now = self.clock()
         retry_at = next_attempt(delivery.attempts + 1, error, now, self.policy, self.rand())
-        if error.retry_after is not None and retry_at is not None:
+        if (error.retry_after is not None or error.whole_channel) and retry_at is not None:
             self.paused_until[name] = retry_at
         if retry_at is None:
             log.error("alert %s on channel %r failed for good after %d attempts: %s",
@@ -203,3 +237,13 @@ class Dispatcher:
             self.store.record_delivery, delivery.message_id, delivery.channel, status=status,
             error=error, next_attempt_at=retry_at, now=self.clock(),
         )  # fmt: skip
+
+
+def _by_channel(
+    due: Sequence[tuple[Delivery, AlertMessage]],
+) -> list[tuple[str, list[tuple[Delivery, AlertMessage]]]]:
+    """Due deliveries grouped by channel, each channel's in the store's (oldest first) order."""
+    grouped: dict[str, list[tuple[Delivery, AlertMessage]]] = {}
+    for delivery, message in due:
+        grouped.setdefault(delivery.channel, []).append((delivery, message))
+    return list(grouped.items())

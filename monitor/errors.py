@@ -133,9 +133,11 @@ class FeedError(NewsmonError):
 class ChannelError(NewsmonError):
     """Sending through channel ``channel`` failed.
 
-    ``permanent`` means retrying cannot help (a rejected recipient, a 4xx other than 408/429,
-    a bad credential); ``retry_after`` (seconds) is set when the receiver asked for a pause
-    (Slack's 429 ``Retry-After``).
+    ``permanent`` means retrying cannot help (a rejected recipient, a 4xx other than 408/429);
+    ``retry_after`` (seconds) is set when the receiver asked for a pause (Slack's 429
+    ``Retry-After``); ``whole_channel`` when the failure is the channel's rather than the
+    message's (rejected credentials): every other message would fail the same way, so the
+    channel pauses until the retry instead of trying them all.
     """
 
     def __init__(
@@ -145,11 +147,13 @@ class ChannelError(NewsmonError):
         *,
         permanent: bool = False,
         retry_after: float | None = None,
+        whole_channel: bool = False,
     ) -> None:
         self.channel = channel
         self.message = message
         self.permanent = permanent
         self.retry_after = retry_after
+        self.whole_channel = whole_channel
         super().__init__(f"channel {channel!r}: {message}")
 
 

@@ -14,10 +14,13 @@ holding the HTML and its charts as inline PNG parts, whose ``Content-ID`` the HT
 (``cid:``), so the charts show without loading anything remote. Its ``Message-ID`` is derived
 from the digest id (window and topics), so a re-sent digest is recognised as the same mail.
 
-Errors are classified by what retrying can change: a 5xx reply, refused recipients or rejected
-credentials will be refused again (permanent); 4xx replies (greylisting, "try again later"),
-refused connections, timeouts and dropped connections may pass later (transient). Neither the
-password nor the user name ever appears in an error message or a log line.
+Errors are classified by what retrying can change: a 5xx reply or refused recipients will be
+refused again (permanent); 4xx replies (greylisting, "try again later"), refused connections,
+timeouts and dropped connections may pass later (transient). Rejected credentials are transient
+too, but the channel's failure rather than the message's: the delivery stays pending (with the
+error, for ``newsmon alerts``) until the password is fixed or the account unlocked, and the
+channel pauses meanwhile rather than trying a bad login per message (servers lock accounts for
+less). Neither the password nor the user name ever appears in an error message or a log line.
 """
 
 from __future__ import annotations
@@ -159,7 +162,9 @@ class EmailChannel:
     def _error(self, error: Exception) -> ChannelError:
         where = f"SMTP {self._config.smtp_host}:{self._config.smtp_port}"
         message, permanent = _classify(error)
-        return ChannelError(self.name, f"{where}: {self._redact(message)}", permanent=permanent)
+        login = isinstance(error, smtplib.SMTPAuthenticationError)
+        return ChannelError(self.name, f"{where}: {self._redact(message)}", permanent=permanent,
+                            whole_channel=login)  # fmt: skip
 
     def _redact(self, text: str) -> str:
         """Mask the credentials should a server reply quote them (the host is left alone)."""
@@ -194,8 +199,9 @@ def _classify(error: Exception) -> tuple[str, bool]:
 def _classify_reply(error: smtplib.SMTPResponseException) -> tuple[str, bool]:
     reply = f"{error.smtp_code} {_decode(error.smtp_error)}"
     if isinstance(error, smtplib.SMTPAuthenticationError):
-        # 535 "credentials invalid" will not change; 454 is "temporary authentication failure"
-        return f"login refused: {reply}", not 400 <= error.smtp_code < 500
+        # not permanent even for 535: a password gets fixed, a locked account unlocked, and a
+        # delivery failed for good would never go out afterwards
+        return f"login refused: {reply}", False
     step = "sender refused" if isinstance(error, smtplib.SMTPSenderRefused) else "server replied"
     return f"{step}: {reply}", error.smtp_code >= 500
 
