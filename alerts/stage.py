@@ -2,8 +2,9 @@
 
 It runs right after an article is indexed (in the indexing worker's thread), reading the
 passage vectors the indexer stored, so no text is embedded twice. Its progress is recorded on
-the article (``matched_at``): a crash between indexing and matching is resumed by the service's
-sweep, and an article is matched once - re-indexing with a new model never alerts again.
+the article (``matched_at``, set once its alerts are in the outbox): a crash between indexing
+and the outbox is resumed by the service's sweep, and an article is matched once - re-indexing
+with a new model never alerts again.
 The decisions are pure (``alerts.matching``, ``alerts.plan``); this module sequences the I/O.
 """
 
@@ -89,12 +90,17 @@ class AlertStage:
         now = self.clock()
         alertable = may_alert(article, now, self.backfill)
         matches = self.match(article) if self.topics else []
+        # marked matched only once its alerts are in the outbox: a crash (or a store error) in
+        # between leaves it due, and the sweep plans again (saving a message is idempotent)
         self.store.record_matches(article.id, article.story_id, matches, alertable=alertable,
+                                  now=now, mark_matched=False)  # fmt: skip
+        messages: list[AlertMessage] = []
+        if alertable and article.story_id is not None:
+            planned = (self._plan(m.topic_id, article, now) for m in matches if m.matched)
+            messages = [message for message in planned if message is not None]
+        self.store.record_matches(article.id, article.story_id, [], alertable=alertable,
                                   now=now)  # fmt: skip
-        if not alertable or article.story_id is None:
-            return []
-        planned = (self._plan(m.topic_id, article, now) for m in matches if m.matched)
-        return [message for message in planned if message is not None]
+        return messages
 
     def match(self, article: Article, *, labels: bool = True) -> list[Match]:
         """The article against every topic (an article without vectors matches nothing: a

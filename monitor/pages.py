@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import re
 import signal
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
@@ -198,13 +200,27 @@ _WARM_UP_HTML = (
 )
 
 
+#: how often a worker looks whether the service that started it still runs
+PARENT_CHECK_INTERVAL = 1.0
+
+
 def _init_worker() -> None:
     # Ctrl-C goes to the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed outright (SIGKILL, the OOM killer) never shuts the pool down, and a
+    # worker waiting for its next page would wait forever: leave when orphaned.
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     # Load trafilatura's and lingua's models now, not on the first real article.
     with contextlib.suppress(ExtractionError):
         extract_page(_WARM_UP_HTML, "https://warm-up.invalid/")
     get_identifier().warm_up()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os._exit(0)
 
 
 def _process_in_worker(

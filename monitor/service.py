@@ -466,9 +466,12 @@ class App:
             self._follow_ups, "interval", id="alert-follow-ups",
             seconds=FOLLOW_UP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
+        # no misfire grace limit: the first sweep resumes what a crash left behind, and with
+        # APScheduler's default (1 s) a busy start-up skipped it for a whole interval
         scheduler.add_job(
             self._enqueue_due, "interval", id="due-articles", next_run_time=now,
             seconds=DUE_SWEEP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
+            misfire_grace_time=None,
         )  # fmt: skip
         scheduler.start()
         self.scheduler = scheduler

@@ -210,9 +210,11 @@ class StateStore(Protocol):
         *,
         alertable: bool,
         now: datetime,
+        mark_matched: bool = True,
     ) -> None:
         """Store the positive matches (with their story) and mark the article matched, in one
-        transaction; an article without a story only gets marked."""
+        transaction; an article without a story only gets marked. ``mark_matched=False``
+        stores the matches only (the caller marks it once its alerts are in the outbox)."""
         ...
 
     def story_matches(self, topic_id: str, story_id: str) -> list[StoredMatch]:

@@ -60,6 +60,7 @@ def record_matches(
     *,
     alertable: bool,
     now: datetime,
+    mark_matched: bool = True,
 ) -> None:
     for match in matches:
         if not match.matched or story_id is None:
@@ -87,7 +88,8 @@ def record_matches(
                 index_elements=[topic_matches.c.topic_id, topic_matches.c.article_id], set_=update
             )
         )
-    conn.execute(articles.update().where(articles.c.id == article_id).values(matched_at=now))
+    if mark_matched:
+        conn.execute(articles.update().where(articles.c.id == article_id).values(matched_at=now))
 
 
 def _stored_match(row: RowMapping) -> StoredMatch:

@@ -304,11 +304,12 @@ class SqlStateStore:
         *,
         alertable: bool,
         now: datetime,
+        mark_matched: bool = True,
     ) -> None:
         what = f"recording the topic matches of article {article_id!r}"
         with self._transaction(what, write=True) as conn:
             _alerts.record_matches(conn, article_id, story_id, matches, alertable=alertable,
-                                   now=now)  # fmt: skip
+                                   now=now, mark_matched=mark_matched)  # fmt: skip
 
     def story_matches(self, topic_id: str, story_id: str) -> list[StoredMatch]:
         what = f"reading the matches of topic {topic_id!r} in story {story_id!r}"
