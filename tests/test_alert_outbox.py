@@ -278,3 +278,46 @@ def test_alerted_stories_are_the_ones_an_alert_reported(store: SqlStateStore) ->
     _indexed(store, "b1", story="s2")
     assert store.alerted_stories(["s1", "s2", "nope"]) == {"s1"}
     assert store.alerted_stories([]) == set()
+
+
+def _queue_story_message(store: SqlStateStore, n: int, channels: list[str]) -> str:
+    """One more alert message, on a story of its own, queued ``n`` seconds after T0."""
+    aid, story = f"c{n}", f"sc{n}"
+    _indexed(store, aid, story=story)
+    at = T0 + timedelta(seconds=n)
+    store.record_matches(aid, story, [_match(aid)], alertable=True, now=at)
+    planned = plan_message(TOPIC, _story(story), store.story_matches(TOPIC.id, story), [], at)
+    assert planned is not None
+    store.save_alert_message(planned.message, article_ids=planned.article_ids, channels=channels,
+                             now=at)  # fmt: skip
+    return planned.message.id
+
+
+def test_a_channel_backlog_never_hides_another_channels_due_deliveries(
+    store: SqlStateStore,
+) -> None:
+    backlog = [_queue_story_message(store, n, ["mail"]) for n in range(1, 5)]
+    later = _queue_story_message(store, 9, ["slack"])
+    due = store.due_deliveries(T0 + timedelta(minutes=1), 2)
+    assert [(d.channel, m.id) for d, m in due] == [
+        ("mail", backlog[0]), ("mail", backlog[1]), ("slack", later)
+    ]  # fmt: skip
+
+
+def test_failed_deliveries_can_be_retried_once_the_cause_is_fixed(store: SqlStateStore) -> None:
+    first = _queue_first_message(store)
+    dispatcher = _dispatcher(store, Clock(), mail=RecordingChannel("mail"))  # slack: removed
+    asyncio.run(dispatcher.deliver_due())
+    assert store.count_failed_deliveries() == 1
+    assert store.retry_failed_deliveries("mail", T0) == 0  # mail's went out
+    assert store.retry_failed_deliveries("slack", T0 + timedelta(hours=1)) == 1
+    assert store.count_failed_deliveries() == 0
+    slack = RecordingChannel("slack")
+    clock = Clock()
+    clock.now = T0 + timedelta(hours=1)
+    asyncio.run(_dispatcher(store, clock, mail=RecordingChannel("mail"), slack=slack).deliver_due())
+    assert [m.id for m in slack.sent] == [first]
+    [record] = store.list_alerts()
+    assert {d.channel: d.status for d in record.deliveries} == {
+        "mail": DeliveryStatus.SENT, "slack": DeliveryStatus.SENT
+    }  # fmt: skip

@@ -255,12 +255,19 @@ class StateStore(Protocol):
         ...
 
     def due_deliveries(self, now: datetime, limit: int) -> list[tuple[Delivery, AlertMessage]]:
-        """Pending deliveries whose next attempt is due, oldest message first."""
+        """Pending deliveries whose next attempt is due, oldest message first, at most
+        ``limit`` per channel."""
         ...
 
     def next_delivery_at(self) -> datetime | None: ...
 
     def count_pending_deliveries(self) -> int: ...
+
+    def count_failed_deliveries(self) -> int: ...
+
+    def retry_failed_deliveries(self, channel: str | None, now: datetime) -> int:
+        """Failed deliveries (of ``channel``, or all) pending again, due at ``now``."""
+        ...
 
     def record_delivery(
         self,

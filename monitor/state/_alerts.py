@@ -258,21 +258,59 @@ def _delivery(row: RowMapping) -> Delivery:
 def due_deliveries(
     conn: Connection, now: datetime, limit: int
 ) -> list[tuple[Delivery, AlertMessage]]:
+    """At most ``limit`` due deliveries per channel, each channel's oldest first: a channel
+    with a backlog (paused, or its receiver down) never hides another channel's due ones."""
+    due = sa.and_(
+        deliveries.c.status == DeliveryStatus.PENDING.value,
+        sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+    )
+    # oldest first, so a channel delivers a story's messages in order
+    order = (alert_messages.c.created_at, alert_messages.c.sequence)
+    ranked = (
+        sa.select(
+            deliveries.c.message_id,
+            deliveries.c.channel,
+            sa.func.row_number()
+            .over(partition_by=deliveries.c.channel, order_by=order)
+            .label("rank"),
+        )
+        .join(alert_messages, alert_messages.c.id == deliveries.c.message_id)
+        .where(due)
+        .subquery()
+    )
     query = (
         sa.select(deliveries, alert_messages.c.payload)
         .join(alert_messages, alert_messages.c.id == deliveries.c.message_id)
-        .where(
-            deliveries.c.status == DeliveryStatus.PENDING.value,
-            sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+        .join(
+            ranked,
+            (ranked.c.message_id == deliveries.c.message_id)
+            & (ranked.c.channel == deliveries.c.channel),
         )
-        # oldest first, so a channel delivers a story's messages in order
-        .order_by(alert_messages.c.created_at, alert_messages.c.sequence, deliveries.c.channel)
-        .limit(limit)
+        .where(ranked.c.rank <= limit)
+        .order_by(*order, deliveries.c.channel)
     )
     return [
         (_delivery(row), message_from_json(row["payload"]))
         for row in conn.execute(query).mappings()
     ]
+
+
+def retry_failed(conn: Connection, channel: str | None, now: datetime) -> int:
+    """Failed deliveries (of one channel, or all) back to pending, due now, with a fresh count
+    of attempts; returns how many. For after the cause was fixed (a webhook URL, a recipient)."""
+    query = (
+        deliveries.update()
+        .where(deliveries.c.status == DeliveryStatus.FAILED.value)
+        .values(status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now)
+    )
+    if channel is not None:
+        query = query.where(deliveries.c.channel == channel)
+    return int(conn.execute(query).rowcount or 0)
+
+
+def count_failed(conn: Connection) -> int:
+    query = sa.select(sa.func.count()).where(deliveries.c.status == DeliveryStatus.FAILED.value)
+    return int(conn.execute(query).scalar() or 0)
 
 
 def next_delivery_at(conn: Connection) -> datetime | None:

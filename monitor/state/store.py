@@ -364,6 +364,15 @@ class SqlStateStore:
         with self._transaction("counting pending deliveries") as conn:
             return _alerts.count_pending(conn)
 
+    def count_failed_deliveries(self) -> int:
+        with self._transaction("counting failed deliveries") as conn:
+            return _alerts.count_failed(conn)
+
+    def retry_failed_deliveries(self, channel: str | None, now: datetime) -> int:
+        what = f"re-queueing the failed deliveries of {channel or 'every channel'}"
+        with self._transaction(what, write=True) as conn:
+            return _alerts.retry_failed(conn, channel, now)
+
     def record_delivery(
         self,
         message_id: str,
