@@ -12,7 +12,8 @@ them as hostile text:
 * HTML escapes everything and only links ``http``/``https`` URLs (no ``javascript:``);
 * Slack escapes ``&``, ``<`` and ``>`` (its only control characters), so ``<!channel>`` in a
   headline shows as text instead of paging a whole workspace, and defuses ``@channel``-style
-  words as well.
+  words as well; its text objects are ``verbatim``, so a bare URL or ``#channel`` in a title
+  does not become a link either.
 """
 
 from __future__ import annotations
@@ -264,11 +265,17 @@ def slack_payload(msg: AlertMessage) -> dict[str, Any]:
 
 
 def _slack_section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SLACK_SECTION_CHARS]}}
+    return {"type": "section", "text": slack_mrkdwn(text[:SLACK_SECTION_CHARS])}
 
 
 def _slack_context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {"type": "context", "elements": [slack_mrkdwn(text)]}
+
+
+def slack_mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object that Slack takes verbatim: no automatic links for bare URLs or
+    ``#channel`` names and no mention parsing in article text; ``<url|label>`` still links."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def _slack_head(msg: AlertMessage) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from alerts.render import (
     one_line,
     slack_escape,
     slack_link,
+    slack_mrkdwn,
     trim_words,
 )
 
@@ -550,11 +551,11 @@ def _html_feeds(feeds: tuple[FeedNote, ...]) -> str:
 
 
 def _slack_section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SLACK_SECTION_CHARS]}}
+    return {"type": "section", "text": slack_mrkdwn(text[:SLACK_SECTION_CHARS])}
 
 
 def _slack_context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:2000]}]}
+    return {"type": "context", "elements": [slack_mrkdwn(text[:2000])]}
 
 
 def digest_slack(digest: Digest) -> dict[str, Any]:

@@ -72,11 +72,13 @@ def create_api(app: App) -> FastAPI:
     @api.get("/health", dependencies=guarded)
     def health() -> dict[str, Any]:
         # the backlogs an operator watches: bodies waiting to be embedded (lead-first
-        # indexing when behind) and alert deliveries waiting for their channel
+        # indexing when behind), alert deliveries waiting for their channel, and those given
+        # up on (`newsmon alerts --retry-failed` queues them again)
         return {"status": "ok", "feeds": len(app.config.feeds),
                 "articles": app.store.count_articles(),
                 "bodies_pending": app.store.count_bodies_pending(),
-                "deliveries_pending": app.store.count_pending_deliveries()}  # fmt: skip
+                "deliveries_pending": app.store.count_pending_deliveries(),
+                "deliveries_failed": app.store.count_failed_deliveries()}  # fmt: skip
 
     @api.get("/search", dependencies=guarded)
     def search(

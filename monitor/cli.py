@@ -27,19 +27,25 @@ T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from monitor.redaction import SecretRedactor, config_secrets, installed
+
     args = _parser().parse_args(argv)
     _setup_logging(args)
+    redactor = SecretRedactor(())  # config errors name no secret (monitor.config masks them)
     try:
         config = _load_config(args.config)
-        return int(args.handler(args, config))
+        # every log line from here on, whoever writes it (httpx, a driver, a traceback)
+        redactor = SecretRedactor(config_secrets(config))
+        with installed(redactor):
+            return int(args.handler(args, config))
     except ConfigError as e:
         print(f"newsmon: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except StorageError as e:
-        print(f"newsmon: state store error: {e}", file=sys.stderr)
+        print(f"newsmon: state store error: {redactor.redact(str(e))}", file=sys.stderr)
         return EXIT_STORAGE
     except NewsmonError as e:
-        print(f"newsmon: {e}", file=sys.stderr)
+        print(f"newsmon: {redactor.redact(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -93,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--topic", help="only this topic (by id)")
     alerts.add_argument("--since", type=_duration_arg, help="e.g. 7d, 12h (by last update)")
     alerts.add_argument("--limit", type=int, default=50, help="at most N (default 50; 0 = all)")
+    alerts.add_argument(
+        "--retry-failed", nargs="?", const="*", metavar="CHANNEL",
+        help="queue the failed deliveries (of CHANNEL, or all) again, once the cause is fixed",
+    )  # fmt: skip
     alerts.set_defaults(handler=cmd_alerts)
 
     topics = sub.add_parser("topics", help="tracked topics: list, backtest, relevance labels")
@@ -209,7 +219,7 @@ def cmd_feeds(args: argparse.Namespace, config: Any) -> int:
         _print_json(rows)
     else:
         _print_table(
-            rows,
+            [_without_own_url(row) for row in rows],
             [
                 ("name", 22), ("language", 4), ("last_polled_at", 20), ("last_status", 6),
                 ("items_seen", 5), ("items_new", 4), ("error_count", 5), ("next_poll_at", 20),
@@ -217,6 +227,16 @@ def cmd_feeds(args: argparse.Namespace, config: Any) -> int:
             ],
         )  # fmt: skip
     return EXIT_OK
+
+
+def _without_own_url(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its error's leading "<the feed's URL>: " dropped: the table has room for
+    60 characters of error, and the URL took most of them (a redirect target stays shown)."""
+    error = row["last_error"]
+    for url in (row["url"], row["permanent_redirect"]):
+        if error and url and error.startswith(f"{url}: "):
+            return {**row, "last_error": error[len(url) + 2 :]}
+    return row
 
 
 def feed_row(f: FeedState) -> dict[str, Any]:
@@ -378,6 +398,8 @@ def cmd_reindex(args: argparse.Namespace, config: Any) -> int:
 def cmd_alerts(args: argparse.Namespace, config: Any) -> int:
     from alerts.report import alert_json
 
+    if args.retry_failed is not None:
+        return _retry_failed(config, None if args.retry_failed == "*" else args.retry_failed)
     since = utcnow() - args.since if args.since else None
     names = {t.id: t.name for t in config.topics}
     with _store(config) as store:
@@ -397,6 +419,20 @@ def cmd_alerts(args: argparse.Namespace, config: Any) -> int:
         for article in row["articles"][:5]:
             print(f"    {article['score']:.2f} [{article['language']}] {article['source']}: "
                   f"{article['title']}")  # fmt: skip
+    return EXIT_OK
+
+
+def _retry_failed(config: Any, channel: str | None) -> int:
+    if channel is not None and channel not in config.channels:
+        known = ", ".join(sorted(config.channels)) or "none"
+        print(f"newsmon: no channel {channel!r} in the config (channels: {known})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    with _store(config) as store:
+        count = store.retry_failed_deliveries(channel, utcnow())
+    where = f"channel {channel!r}" if channel else "all channels"
+    print(f"{count} failed deliveries on {where} queued again; the running service (or the "
+          "next `run --once`) sends them")  # fmt: skip
     return EXIT_OK
 
 

@@ -606,10 +606,25 @@ class Config(_Model):
         """JSON-able data of the whole configuration with every secret shown as ``"***"``."""
         data: dict[str, Any] = _jsonable(self.model_dump(by_alias=True))
         data["state_url"] = self.redacted_state_url
+        data["qdrant"]["url"] = _without_password(self.qdrant.url)
         for name, channel in self.channels.items():
             if isinstance(channel, WebhookChannelConfig):
                 data["channels"][name]["headers"] = dict.fromkeys(channel.headers, _MASK)
+                data["channels"][name]["url"] = _without_password(channel.url)
         return data
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with the password of its ``user:password@`` part shown as ``***``."""
+    try:
+        parts = urlsplit(url) if url else None
+        password = parts.password if parts else None
+    except ValueError:  # validated already; never quote what does not parse
+        return _MASK
+    if parts is None or not password:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:{_MASK}@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 def _jsonable(value: Any) -> Any:

@@ -208,6 +208,7 @@ def _canonical_candidates(tree: HtmlElement) -> list[str]:
 def _absolute_http_url(href: str, page_url: str) -> str | None:
     try:
         parts = urlsplit(urljoin(page_url, href))
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
     except ValueError:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -210,33 +210,46 @@ class HttpFetcher:
     async def _fetch_hop(self, url: str, headers: Mapping[str, str], *, guarded: bool) -> _Answer:
         target = _parse_fetchable_url(url)
         check_addresses = guarded and not self._allow_private_addresses
+        progress = _Progress()
         # Waiting for a host slot is our own queueing, so the deadline starts once we hold one.
         async with self._host_slot(target.host):
             try:
                 async with asyncio.timeout(self._timeout):
                     if check_addresses:
+                        progress.stage = "resolving"
                         await self._refuse_private_host(url, target)
-                    return await self._exchange(url, target, headers, check_peer=check_addresses)
+                        progress.stage = "connecting"
+                    return await self._exchange(
+                        url, target, headers, check_peer=check_addresses, progress=progress
+                    )
             except TimeoutError as e:
                 raise FetchTimeoutError(
-                    url, f"no complete response within {self._timeout:g}s"
+                    url, f"no complete response within {self._timeout:g}s: {progress.stalled()}"
                 ) from e
             except httpx.TransportError as e:
                 raise _transport_failure(url, e, self._timeout) from e
 
     async def _exchange(
-        self, url: str, target: httpx.URL, headers: Mapping[str, str], *, check_peer: bool
+        self,
+        url: str,
+        target: httpx.URL,
+        headers: Mapping[str, str],
+        *,
+        check_peer: bool,
+        progress: _Progress,
     ) -> _Answer:
-        request = self._client.build_request("GET", target, headers=headers)
+        request = self._client.build_request(
+            "GET", target, headers=headers, extensions={"trace": progress.trace}
+        )
         response = await self._client.send(request, stream=True)
         try:
             if check_peer:
                 _refuse_private_peer(url, response)
-            return await self._answer(url, response)
+            return await self._answer(url, response, progress)
         finally:
             await response.aclose()
 
-    async def _answer(self, url: str, response: httpx.Response) -> _Answer:
+    async def _answer(self, url: str, response: httpx.Response, progress: _Progress) -> _Answer:
         status = response.status_code
         headers = {name.lower(): value for name, value in response.headers.items()}
         if response.has_redirect_location:
@@ -244,11 +257,11 @@ class HttpFetcher:
         if status == 304:
             return _Answer(url, status, headers)
         if response.is_success:
-            return _Answer(url, status, headers, await self._read_body(url, response))
+            return _Answer(url, status, headers, await self._read_body(url, response, progress))
         retry_after = parse_retry_after(response.headers.get("retry-after"), utcnow())
         raise HTTPStatusError(url, status, retry_after=retry_after)
 
-    async def _read_body(self, url: str, response: httpx.Response) -> bytes:
+    async def _read_body(self, url: str, response: httpx.Response, progress: _Progress) -> bytes:
         declared = _declared_length(response)
         if declared is not None and declared > self._max_bytes:
             raise ResponseTooLargeError(
@@ -259,6 +272,7 @@ class HttpFetcher:
         body = bytearray()
         try:
             async for raw in response.aiter_raw():
+                progress.received += len(raw)
                 for piece in decoder.decode(raw):
                     body += piece
                     if len(body) > self._max_bytes:
@@ -274,7 +288,9 @@ class HttpFetcher:
     async def _refuse_private_host(self, url: str, target: httpx.URL) -> None:
         port = target.port or (443 if target.scheme == "https" else 80)
         for address in await self._resolve(url, target.raw_host.decode("ascii"), port):
-            _refuse_blocked_address(url, address, f"{target.host} resolves to")
+            # an address literal "resolves to" itself: say it once
+            what = "" if address == target.host else f"{target.host} resolves to "
+            _refuse_blocked_address(url, address, what)
 
     async def _resolve(self, url: str, host: str, port: int) -> list[str]:
         """Every address ``host`` resolves to (all must be public: the connection may use any)."""
@@ -300,6 +316,36 @@ class HttpFetcher:
             slots.waiting_or_running -= 1
             if slots.waiting_or_running == 0:
                 del self._hosts[host]
+
+
+_STALLED = {
+    "resolving": "resolving the host name timed out",
+    "connecting": "connect timed out",
+    "tls": "TLS handshake timed out",
+    "waiting": "no response headers (the server took the request and did not answer)",
+}
+
+
+class _Progress:
+    """How far one exchange got, so that a timeout says where the server stalled it."""
+
+    def __init__(self) -> None:
+        self.stage = "connecting"
+        self.received = 0  # body bytes, as they came over the wire
+
+    async def trace(self, event: str, info: Mapping[str, object]) -> None:
+        """httpcore's trace hook: one call per step of the exchange."""
+        if event == "connection.start_tls.started":
+            self.stage = "tls"
+        elif event.endswith(".send_request_headers.started"):
+            self.stage = "waiting"
+        elif event.endswith(".receive_response_headers.complete"):
+            self.stage = "reading"
+
+    def stalled(self) -> str:
+        if self.stage == "reading":
+            return f"body not complete ({self.received} bytes received)"
+        return _STALLED[self.stage]
 
 
 class _RedirectChain:
@@ -378,14 +424,15 @@ def _refuse_blocked_address(url: str, address: str, what: str) -> None:
     except ValueError:
         reason = "unrecognised"
     if reason is not None:
-        raise BlockedAddressError(url, f"refused: {what} {address}, a {reason} address")
+        article = "an" if reason[0] in "aeiou" else "a"
+        raise BlockedAddressError(url, f"refused: {what}{address}, {article} {reason} address")
 
 
 def _refuse_private_peer(url: str, response: httpx.Response) -> None:
     """Checks the address actually connected to: DNS may have answered differently by then."""
     address = _connected_address(response)
     if address is not None:
-        _refuse_blocked_address(url, address, "connected to")
+        _refuse_blocked_address(url, address, "connected to ")
 
 
 def _connected_address(response: httpx.Response) -> str | None:

@@ -33,24 +33,66 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def canonical_url(url: str, base: str | None = None) -> str:
     """A normalised absolute URL: relative links resolved, host lower-cased, default port,
-    fragment and tracking parameters removed. Scheme-less or non-http URLs are returned
-    resolved but otherwise untouched (they are not fetchable anyway).
+    fragment and tracking parameters removed. Scheme-less or non-http URLs, and URLs that do
+    not parse (a bad port or IPv6 literal), are returned resolved but otherwise untouched
+    (they are not fetchable anyway; ``is_web_url`` tells them apart).
+
+    Idempotent: percent-escapes are decoded and re-encoded byte for byte (``%25`` stays one,
+    bytes that are not UTF-8 keep their escape), so a canonical URL is its own canonical form.
     """
-    url = url.strip()
-    if base:
-        url = urljoin(base, url)
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname:
+    url = _trim(url)
+    try:
+        if base and not _ABSOLUTE.match(url):  # urljoin would rewrite an absolute URL a bit
+            url = _trim(urljoin(base, url))  # joining drops what urlsplit drops: trim again
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            return url
+        port = parts.port if parts.port not in (None, DEFAULT_PORTS[scheme]) else None
+    except ValueError:
         return url
     host = _normalise_host(parts.hostname)
-    port = parts.port if parts.port not in (None, DEFAULT_PORTS[scheme]) else None
     netloc = f"{host}:{port}" if port else host
-    path = quote(unquote(parts.path), safe="/%:@!$&'()*+,;=~-._") or "/"
+    path = quote(_unquote(parts.path), safe="/:@!$&'()*+,;=~-._", errors=_BYTES) or "/"
     query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _tracking(k)]
+        [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True, errors=_BYTES)
+            if not _tracking(k)
+        ],
+        errors=_BYTES,
     )
     return urlunsplit((scheme, netloc, path, query, ""))
+
+
+_EDGES = re.compile(r"^[\s\x00-\x20]+|[\s\x00-\x20]+$")
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _trim(url: str) -> str:
+    """``url`` without white space and C0 controls around it (urlsplit drops leading ones)."""
+    return _EDGES.sub("", url)
+
+
+#: percent-escapes of bytes that are not UTF-8 survive decoding (as surrogates) and re-encoding
+_BYTES = "surrogateescape"
+
+
+def _unquote(text: str) -> str:
+    return unquote(text, errors=_BYTES)
+
+
+def is_web_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL that can be fetched: a host, a valid port,
+    no whitespace or control characters."""
+    if not url or any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return False
+    return parts.scheme.lower() in DEFAULT_PORTS and bool(parts.hostname)
 
 
 def _normalise_host(hostname: str) -> str:
@@ -78,7 +120,10 @@ def same_site(url_a: str, url_b: str) -> bool:
 
 
 def _site(url: str) -> str:
-    host = (urlsplit(url).hostname or "").lower()
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:  # an IPv6 literal that is not one
+        return ""
     labels = [p for p in host.split(".") if p]
     while len(labels) > 2 and labels[0] in {"www", "m", "amp", "mobile"}:
         labels = labels[1:]

@@ -99,6 +99,8 @@ def fetch_failure_reason(page_error: str | None) -> str:
     """The fetch error as a fallback reason: "page blocked: HTTP 403", "page not fetched: ..."."""
     if not page_error:
         return "page not fetched"
+    if page_error.startswith("page "):  # worded as a reason already ("page refused: ...")
+        return page_error
     if _BLOCKED_STATUS.search(page_error):
         return f"page blocked: {page_error}"
     return f"page not fetched: {page_error}"

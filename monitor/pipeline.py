@@ -46,6 +46,7 @@ from monitor.identity import (
     classify_entry,
     content_hash,
     entry_key,
+    is_web_url,
     same_site,
 )
 from monitor.schedule import PollOutcome, SchedulePolicy, cache_control_max_age, next_poll
@@ -152,10 +153,14 @@ class Pipeline:
                 trusted=True,
                 accept=FEED_ACCEPT,
             )
+            # in a thread: a large or pathological document takes feedparser seconds of CPU,
+            # which on the event loop would stall every other fetch into its timeout
             parsed = (
                 None
                 if result.not_modified
-                else parse_feed(result.content, result.final_url, result.headers)
+                else await asyncio.to_thread(
+                    parse_feed, result.content, result.final_url, result.headers
+                )
             )
         except (FetchError, FeedParseError) as e:
             return self._record_poll_failure(feed, state, e)
@@ -313,7 +318,7 @@ class Pipeline:
             blocked = e.status in PERMANENT_PAGE_STATUSES
             return None, f"page blocked: HTTP {e.status}" if blocked else str(e), not blocked
         except (BlockedAddressError, ResponseTooLargeError, TooManyRedirectsError) as e:
-            return None, f"page refused: {e.message}", False
+            return None, f"page refused: {e.message.removeprefix('refused: ')}", False
         except FetchError as e:
             return None, f"page fetch failed: {e.message}", True
         if not _looks_like_html(result):
@@ -352,7 +357,7 @@ class Pipeline:
 def make_draft(feed: FeedSpec, entry: ParsedEntry) -> ArticleDraft | None:
     """The article an entry stands for, or None for an entry with neither link nor title."""
     link = canonical_url(entry.link) if entry.link else None
-    if link is not None and not link.startswith(("http://", "https://")):
+    if link is not None and not is_web_url(link):
         link = None
     if link is None and not entry.title and not entry.summary:
         return None
@@ -387,7 +392,7 @@ def _believable_canonical(article: Article, page_canonical: str | None) -> str |
     if not page_canonical:
         return article.canonical_url or None
     candidate = canonical_url(page_canonical, base=article.url)
-    if not candidate.startswith(("http://", "https://")) or not same_site(candidate, article.url):
+    if not is_web_url(candidate) or not same_site(candidate, article.url):
         return article.canonical_url or None
     return candidate
 

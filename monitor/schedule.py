@@ -137,11 +137,19 @@ def feed_update_hint(
 ) -> float | None:
     """Seconds between updates the feed announces itself (RSS ttl, RSS 1.0 syndication)."""
     hints: list[float] = []
-    if ttl_minutes and ttl_minutes.strip().isdigit():
-        hints.append(int(ttl_minutes.strip()) * 60.0)
+    ttl = _count(ttl_minutes)
+    if ttl is not None:
+        hints.append(ttl * 60.0)
     period = _PERIOD_SECONDS.get((update_period or "").strip().lower())
     if period:
-        frequency = (update_frequency or "1").strip()
-        per = int(frequency) if frequency.isdigit() and int(frequency) > 0 else 1
-        hints.append(period / per)
+        hints.append(period / (_count(update_frequency) or 1))
     return max(hints) if hints else None
+
+
+def _count(text: str | None) -> int | None:
+    """A feed's whole number, or None: ``str.isdigit`` also admits "²", which ``int`` refuses,
+    and ``int`` refuses more than 4300 digits; a hint is capped at ``max_interval`` anyway."""
+    value = (text or "").strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 9:
+        return None
+    return int(value)

@@ -35,6 +35,7 @@ from indexer.embed import HashEmbedder
 from monitor.cli import main
 from monitor.config import load_config
 from monitor.service import App, make_app
+from monitor.types import utcnow
 from tests.support.httpserver import LocalServer, Response
 from tests.support.newsfixtures import free_port, write_config
 from tests.support.receivers import Endpoint, MailDrop, smtp_server
@@ -503,6 +504,27 @@ def test_backoff_follows_the_delivery_policy_and_gives_up_visibly(
     assert (hook["status"], hook["attempts"], hook["next_attempt_at"]) == ("failed", 5, None)
     assert hook["last_error"] == "channel 'hook': HTTP 500: error 500"
     assert rig.drop.message_ids() == [message_id_header(message.id)]
+
+    # the operator fixed the receiver: `alerts --retry-failed` queues it again, once
+    config = str(rig.config_path)
+    assert main(["--config", config, "alerts", "--retry-failed", "nope"]) == 2
+    assert "no channel 'nope' in the config" in capsys.readouterr().err
+    assert main(["--config", config, "alerts", "--retry-failed", "hook"]) == 0
+    assert "1 failed deliveries on channel 'hook' queued again" in capsys.readouterr().out
+
+    async def resend() -> None:
+        app = rig.app()
+        try:
+            rig.clock.now = utcnow() + timedelta(seconds=1)
+            await app.dispatcher.deliver_due()
+            await app.dispatcher.deliver_due()
+        finally:
+            await app.aclose()
+
+    run(resend)
+    assert len(rig.hook.accepted) == 1
+    assert main(["--config", config, "alerts", "--retry-failed"]) == 0
+    assert "0 failed deliveries on all channels" in capsys.readouterr().out
 
 
 def test_retry_after_beyond_the_policy_is_honoured(rig: Rig) -> None:

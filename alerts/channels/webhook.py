@@ -46,6 +46,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -113,6 +114,7 @@ class WebhookChannel:
 
     async def _post(self, body: bytes, what: str) -> None:
         timestamp = int(time.time())
+        secret = self._config.secret
         await post(
             self._client,
             self.name,
@@ -120,6 +122,8 @@ class WebhookChannel:
             body,
             self._headers(timestamp, body),
             timeout=self._config.timeout.total_seconds(),
+            # a receiver may echo the request in its error answer: never quote these back
+            secrets=[*self._config.headers.values(), secret.get_secret_value() if secret else ""],
         )
         log.debug("%s sent via webhook channel %r", what, self.name)
 
@@ -148,12 +152,14 @@ async def post(
     headers: httpx.Headers,
     *,
     timeout: float,
+    secrets: Iterable[str] = (),
 ) -> None:
     """POST ``body`` and raise ``ChannelError`` unless the receiver answered 2xx.
 
     Error messages name the channel, never the URL or the headers: a Slack webhook URL is
     itself the credential, and webhook headers often carry tokens. The httpx exception is not
-    chained for the same reason (its request holds the URL).
+    chained for the same reason (its request holds the URL). ``secrets`` (and the URL) are
+    masked in the excerpt of an error answer, which may echo the request.
     """
     try:
         response = await client.post(url, content=body, headers=headers, timeout=timeout)
@@ -162,7 +168,7 @@ async def post(
     except httpx.TransportError as e:
         reason = _without(str(e), url) or type(e).__name__
         raise ChannelError(channel, f"network error: {reason}") from None
-    check_response(channel, response)
+    check_response(channel, response, secrets=[*secrets, url])
 
 
 def _without(text: str, url: str) -> str:
@@ -174,12 +180,12 @@ def _without(text: str, url: str) -> str:
     return one_line(text)
 
 
-def check_response(channel: str, response: httpx.Response) -> None:
+def check_response(channel: str, response: httpx.Response, *, secrets: Iterable[str] = ()) -> None:
     """Map an HTTP answer onto success, a transient or a permanent ``ChannelError``."""
     status = response.status_code
     if 200 <= status < 300:
         return
-    detail = f"HTTP {status}{_excerpt(response)}"
+    detail = f"HTTP {status}{_excerpt(response, secrets)}"
     if status in _RETRY_AFTER_STATUSES:
         retry_after = parse_retry_after(response.headers.get("retry-after"), utcnow())
         if retry_after is None and status == 429:
@@ -193,7 +199,14 @@ def check_response(channel: str, response: httpx.Response) -> None:
     raise ChannelError(channel, detail, permanent=True)
 
 
-def _excerpt(response: httpx.Response) -> str:
-    """The start of the answer (Slack says why there: ``invalid_payload``, ``no_service``)."""
-    text = one_line(response.text)[:_BODY_EXCERPT_CHARS]
+def _excerpt(response: httpx.Response, secrets: Iterable[str] = ()) -> str:
+    """The start of the answer (Slack says why there: ``invalid_payload``, ``no_service``),
+    with ``secrets`` masked before it is cut (a cut must not leave half a secret)."""
+    text = one_line(response.text)
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        if secret.startswith(("http://", "https://")):
+            text = _without(text, secret)  # the URL and its path (a Slack URL's token)
+        else:
+            text = text.replace(secret, "***")
+    text = text[:_BODY_EXCERPT_CHARS]
     return f": {text}" if text else ""
