@@ -372,6 +372,9 @@ class FetchConfig(_Model):
     per_host_concurrency: int = Field(default=2, ge=1)
     allow_private_addresses: bool = False
     max_redirects: int = Field(default=5, ge=0)
+    #: a feed listing more entries than this in one document gets only its newest ones taken
+    #: (a hostile or broken feed with 60,000 entries would otherwise queue 60,000 page fetches)
+    max_entries_per_poll: int = Field(default=1000, ge=1)
 
 
 class ScheduleConfig(_Model):

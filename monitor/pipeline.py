@@ -125,6 +125,7 @@ class Pipeline:
     pages: PageProcessor
     policy: SchedulePolicy
     max_attempts: int = 5
+    max_entries: int = 1000
     clock: Callable[[], datetime] = utcnow
     rand: Callable[[], float] = lambda: random.uniform(-1.0, 1.0)
 
@@ -164,6 +165,8 @@ class Pipeline:
             )
         except (FetchError, FeedParseError) as e:
             return self._record_poll_failure(feed, state, e)
+        if parsed is not None and len(parsed.entries) > self.max_entries:
+            parsed = _capped(parsed, self.max_entries)
         first_poll = state is None or state.total_articles == 0
         new_ids = self._store_entries(feed, parsed, first_poll=first_poll) if parsed else ()
         return self._record_poll_success(feed, state, result, parsed, new_ids)
@@ -352,6 +355,26 @@ class Pipeline:
 
 
 # -- pure helpers ----------
+
+
+def newest_entries(entries: Sequence[ParsedEntry], limit: int) -> list[ParsedEntry]:
+    """At most ``limit`` entries, the newest: by date when every entry has one, else the
+    first ones (feeds list their newest first); the kept ones stay in document order."""
+    if len(entries) <= limit:
+        return list(entries)
+    stamps = [stamp for e in entries if (stamp := e.published or e.updated) is not None]
+    if len(stamps) < len(entries):
+        return list(entries[:limit])
+    newest = sorted(range(len(entries)), key=stamps.__getitem__, reverse=True)[:limit]
+    return [entries[i] for i in sorted(newest)]
+
+
+def _capped(parsed: ParsedFeed, limit: int) -> ParsedFeed:
+    note = (f"{len(parsed.entries)} entries in one document; the newest {limit} taken "
+            "(fetch.max_entries_per_poll)")  # fmt: skip
+    reason = f"{parsed.malformed_reason}; {note}" if parsed.malformed_reason else note
+    return replace(parsed, entries=tuple(newest_entries(parsed.entries, limit)),
+                   malformed_reason=reason)  # fmt: skip
 
 
 def make_draft(feed: FeedSpec, entry: ParsedEntry) -> ArticleDraft | None:

@@ -614,6 +614,7 @@ def make_app(
         pages=pages,
         policy=schedule_policy(config),
         max_attempts=config.extract.max_attempts,
+        max_entries=config.fetch.max_entries_per_poll,
         clock=clock,
     )
     embedder = embedder or make_embedder(config.embedder)
