@@ -139,6 +139,7 @@ class App:
         self._behind = False  # the backlog went over the limit and has not been cleared since
         self._api_server: Any = None
         self._indexing: asyncio.Future[Any] | None = None
+        self._maintaining: asyncio.Future[Any] | None = None  # the vector store's flush/optimise
         self._messages: list[AlertMessage] = []
         # the reports above are for run_once's summary; run_forever keeps none (kept, they grew
         # by ~0.3 KB an article for as long as the service ran)
@@ -524,8 +525,14 @@ class App:
         """Flush the vector store and, when enough unindexed points piled up, optimise it.
         Qdrant Edge's optimize() holds the GIL, so the service pauses while it runs; the
         store's policy keeps that rare (see indexer/qdrant_edge.py)."""
+        # shielded and kept: a stop cancels the job, not the thread, and aclose() waits for
+        # the thread before it closes the store under it
+        future = asyncio.ensure_future(asyncio.to_thread(self.indexer.vectors.maintain))
+        self._maintaining = future
         try:
-            await asyncio.to_thread(self.indexer.vectors.maintain)
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("vector store maintenance failed; will try again")
 
@@ -555,11 +562,13 @@ class App:
     async def aclose(self) -> None:
         await self.fetcher.aclose()
         self.pages.close()
-        if self._indexing is not None and not self._indexing.done():
-            # an article being embedded in a thread: let it finish before its stores close
-            # (if it does not in time, it stays `fetched` and is indexed again next run)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._indexing), SHUTDOWN_GRACE)
+        for work in (self._indexing, self._maintaining):
+            if work is not None and not work.done():
+                # an article being embedded, or the vector store flushing, in a thread: let it
+                # finish before the stores close (an article not indexed in time stays
+                # `fetched` and is indexed again next run)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(work), SHUTDOWN_GRACE)
         for channel in self.dispatcher.channels.values():
             with contextlib.suppress(Exception):
                 await channel.aclose()

@@ -114,3 +114,44 @@ def test_service_polls_each_feed_once_processes_articles_and_reschedules(
     cli_hits = json.loads(capsys.readouterr().out)
     assert {"url", "title", "language", "source", "published", "score", "passage",
             "story_id"} <= cli_hits[0].keys()  # fmt: skip
+
+
+def test_a_stop_waits_for_vector_maintenance_before_closing_the_store(
+    http_server: LocalServer, tmp_path: Path
+) -> None:
+    """The maintenance job runs the store's flush in a thread; a stop cancels the job, never the
+    thread, so aclose() must wait for it rather than close the store under it."""
+    import threading
+
+    from indexer.qdrant_edge import EdgeVectorStore
+
+    events: list[str] = []
+    release = threading.Event()
+
+    class SlowFlush(EdgeVectorStore):
+        def maintain(self) -> None:
+            events.append("maintain started")
+            release.wait(5)
+            super().maintain()
+            events.append("maintain done")
+
+        def close(self) -> None:
+            events.append("close")
+            super().close()
+
+    config = load_config(write_config(tmp_path, site_feeds(serve_site(http_server))))
+    app = make_app(config, embedder=HashEmbedder(),
+                   vectors=SlowFlush(config.data_dir / "vectors"))  # fmt: skip
+
+    async def scenario() -> None:
+        job = asyncio.create_task(app._maintain_vectors())
+        while not events:
+            await asyncio.sleep(0.01)
+        job.cancel()  # what the scheduler's shutdown does to a running job
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        asyncio.get_running_loop().call_later(0.2, release.set)
+        await app.aclose()
+
+    asyncio.run(scenario())
+    assert events == ["maintain started", "maintain done", "close"]
