@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -460,7 +461,7 @@ class App:
                                stagger=random.uniform(0, spread))  # fmt: skip
             self._schedule_poll(scheduler, feed, at)
         scheduler.add_job(
-            self._maintain_vectors, "interval", id="vector-maintenance",
+            _stoppable(self._maintain_vectors), "interval", id="vector-maintenance",
             seconds=VECTOR_MAINTENANCE_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
         digest = self.config.digest
@@ -473,7 +474,7 @@ class App:
         scheduler.add_job(self.send_due_digest, "date", id="weekly-digest-catch-up",
                           run_date=now + DIGEST_CATCH_UP_DELAY)  # fmt: skip
         scheduler.add_job(
-            self._follow_ups, "interval", id="alert-follow-ups",
+            _stoppable(self._follow_ups), "interval", id="alert-follow-ups",
             seconds=FOLLOW_UP_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
         # no misfire grace limit: the first sweep resumes what a crash left behind, and with
@@ -531,8 +532,6 @@ class App:
         self._maintaining = future
         try:
             await asyncio.shield(future)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("vector store maintenance failed; will try again")
 
@@ -574,6 +573,20 @@ class App:
                 await channel.aclose()
         self.indexer.vectors.close()
         self.store.close()
+
+
+def _stoppable(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """A scheduled job that a stop may cancel: APScheduler would log that as an ERROR with a
+    traceback at every stop; it is not one (the job runs again after the next start)."""
+
+    @functools.wraps(job)
+    async def run() -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            log.info("%s interrupted by the shutdown", job.__name__.strip("_").replace("_", " "))
+
+    return run
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

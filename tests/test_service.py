@@ -155,3 +155,21 @@ def test_a_stop_waits_for_vector_maintenance_before_closing_the_store(
 
     asyncio.run(scenario())
     assert events == ["maintain started", "maintain done", "close"]
+
+
+def test_a_scheduled_job_cancelled_by_a_stop_ends_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    from monitor.service import _stoppable
+
+    async def _follow_ups() -> None:
+        await asyncio.sleep(10)
+
+    async def scenario() -> None:
+        job = asyncio.create_task(_stoppable(_follow_ups)())
+        await asyncio.sleep(0.01)
+        job.cancel()
+        await job  # no CancelledError for APScheduler to log as a failure
+
+    caplog.set_level("INFO", logger="newsmon")
+    asyncio.run(scenario())
+    assert "follow ups interrupted by the shutdown" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
