@@ -351,6 +351,10 @@ class Sequence:
         return time.monotonic() - t0
 
     def _finished(self) -> bool:
+        # past start-up first: a kill may have left nothing to do, and a SIGTERM before the
+        # service installed its handlers would end it by the signal's default (exit -15)
+        if not self.service.running():
+            return False
         counts = state_counts(self.db)
         if not (_all_indexed(counts) and counts.messages and not counts.deliveries_pending):
             return False
