@@ -224,6 +224,10 @@ class Dispatcher:
         log.warning("alert %s on channel %r: %s; retrying at %s",
                     message.id, name, error, retry_at.isoformat())  # fmt: skip
         await self._record(delivery, DeliveryStatus.PENDING, str(error), retry_at)
+        if name in self.paused_until:
+            # the channel's other pending deliveries wait too, in the store: a restart during
+            # the pause must not send them early (the pause above lives in this process only)
+            await asyncio.to_thread(self.store.defer_deliveries, name, self.paused_until[name])
         return DeliveryStatus.PENDING
 
     async def _record(

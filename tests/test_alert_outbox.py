@@ -321,3 +321,25 @@ def test_failed_deliveries_can_be_retried_once_the_cause_is_fixed(store: SqlStat
     assert {d.channel: d.status for d in record.deliveries} == {
         "mail": DeliveryStatus.SENT, "slack": DeliveryStatus.SENT
     }  # fmt: skip
+
+
+def test_a_pause_holds_the_channels_other_deliveries_across_a_restart(
+    store: SqlStateStore,
+) -> None:
+    first = _queue_first_message(store)
+    second = _queue_story_message(store, 1, ["slack"])
+    slack = RecordingChannel("slack")
+    slack.fail_next(1, ChannelError("slack", "HTTP 429", retry_after=120))
+    asyncio.run(_dispatcher(store, Clock(), mail=RecordingChannel("mail"), slack=slack)
+                .deliver_due())  # fmt: skip
+    assert [m.id for m in slack.attempts] == [first]
+    # a restart 60 s later: a new dispatcher knows nothing of the pause, the store does
+    restarted = RecordingChannel("slack")
+    clock = Clock()
+    clock.now = T0 + timedelta(seconds=60)
+    dispatcher = _dispatcher(store, clock, mail=RecordingChannel("mail"), slack=restarted)
+    asyncio.run(dispatcher.deliver_due())
+    assert restarted.attempts == []
+    clock.now = T0 + timedelta(seconds=121)
+    asyncio.run(dispatcher.deliver_due())
+    assert [m.id for m in restarted.sent] == [first, second]

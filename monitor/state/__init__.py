@@ -265,6 +265,10 @@ class StateStore(Protocol):
 
     def count_failed_deliveries(self) -> int: ...
 
+    def defer_deliveries(self, channel: str, until: datetime) -> None:
+        """The channel's pending deliveries due before ``until`` become due at ``until``."""
+        ...
+
     def retry_failed_deliveries(self, channel: str | None, now: datetime) -> int:
         """Failed deliveries (of ``channel``, or all) pending again, due at ``now``."""
         ...

@@ -308,6 +308,19 @@ def retry_failed(conn: Connection, channel: str | None, now: datetime) -> int:
     return int(conn.execute(query).rowcount or 0)
 
 
+def defer_deliveries(conn: Connection, channel: str, until: datetime) -> None:
+    """The channel's pending deliveries due before ``until`` wait until then (it is paused)."""
+    conn.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.channel == channel,
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+            sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at < until),
+        )
+        .values(next_attempt_at=until)
+    )
+
+
 def count_failed(conn: Connection) -> int:
     query = sa.select(sa.func.count()).where(deliveries.c.status == DeliveryStatus.FAILED.value)
     return int(conn.execute(query).scalar() or 0)

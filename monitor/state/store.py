@@ -364,6 +364,10 @@ class SqlStateStore:
         with self._transaction("counting pending deliveries") as conn:
             return _alerts.count_pending(conn)
 
+    def defer_deliveries(self, channel: str, until: datetime) -> None:
+        with self._transaction(f"pausing the deliveries of channel {channel!r}", write=True) as c:
+            _alerts.defer_deliveries(c, channel, until)
+
     def count_failed_deliveries(self) -> int:
         with self._transaction("counting failed deliveries") as conn:
             return _alerts.count_failed(conn)
