@@ -400,6 +400,8 @@ class ExtractConfig(_Model):
     processes: int = Field(default=2, ge=0)  # 0: extract in-process (tests, tiny machines)
     min_chars: int = Field(default=250, ge=0)
     max_attempts: int = Field(default=5, ge=1)
+    #: how long one page may take in a worker process before the worker is replaced
+    timeout: PositiveDuration = timedelta(seconds=60)
 
 
 class FeedConfig(_Model):

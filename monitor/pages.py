@@ -19,6 +19,7 @@ import re
 import signal
 import threading
 import time
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
@@ -247,11 +248,19 @@ class ProcessPoolPageProcessor:
     caller can retry them later.
     """
 
-    def __init__(self, processes: int, min_chars: int) -> None:
+    def __init__(self, processes: int, min_chars: int, timeout: float | None = 60.0) -> None:
         if processes < 1:
             raise ValueError(f"a process pool needs at least one process, not {processes}")
         self._processes = processes
         self._min_chars = min_chars
+        #: seconds one page may take in a worker; past it the pool's workers are killed and
+        #: replaced (a worker cannot be interrupted otherwise) and the page fails, to be retried
+        self.timeout = timeout
+        # a page is handed to the pool only when a worker is free, so the time limit measures
+        # the work, not the wait behind a burst (one semaphore per event loop)
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = self._new_pool()
         #: how many times a broken pool was replaced (for logs and tests)
@@ -270,14 +279,18 @@ class ProcessPoolPageProcessor:
                 raise RuntimeError("page processor is closed")
             return self._pool
 
-    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+    def _replace_pool(self, broken: ProcessPoolExecutor, *, kill: bool = False) -> None:
         # Every page in flight on a broken pool reports here; only the first one replaces it.
         with self._lock:
             if self._pool is not broken:
                 return
             self._pool = self._new_pool()
             self.restarts += 1
+        workers = list((getattr(broken, "_processes", None) or {}).values()) if kill else []
         broken.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:  # stuck on a page: the other pages in flight there are retried
+            with contextlib.suppress(Exception):
+                worker.kill()
 
     async def process(
         self,
@@ -288,14 +301,22 @@ class ProcessPoolPageProcessor:
         *,
         page_error: str | None = None,
     ) -> ProcessedText:
-        pool = self._current_pool()
         loop = asyncio.get_running_loop()
+        slots = self._slots.setdefault(loop, asyncio.Semaphore(self._processes))
         args = (html, url, feed_text, declared_language, self._min_chars, page_error)
-        try:
-            return await loop.run_in_executor(pool, _process_in_worker, *args)
-        except BrokenProcessPool as e:
-            self._replace_pool(pool)
-            raise ExtractionError(url, "page worker process crashed; retry later") from e
+        async with slots:
+            pool = self._current_pool()
+            try:
+                work = loop.run_in_executor(pool, _process_in_worker, *args)
+                return await asyncio.wait_for(work, self.timeout)
+            except TimeoutError as e:
+                self._replace_pool(pool, kill=True)
+                raise ExtractionError(
+                    url, f"extraction took longer than {self.timeout:g}s; worker replaced"
+                ) from e
+            except BrokenProcessPool as e:
+                self._replace_pool(pool)
+                raise ExtractionError(url, "page worker process crashed; retry later") from e
 
     def close(self) -> None:
         with self._lock:
@@ -304,10 +325,13 @@ class ProcessPoolPageProcessor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_page_processor(processes: int, min_chars: int) -> PageProcessor:
-    """A process pool of ``processes`` workers, or the in-process variant for 0."""
+def make_page_processor(
+    processes: int, min_chars: int, timeout: float | None = 60.0
+) -> PageProcessor:
+    """A process pool of ``processes`` workers, or the in-process variant for 0 (which has no
+    time limit: a page cannot be stopped in the service's own process)."""
     if processes < 0:
         raise ValueError(f"processes must be 0 (in-process) or more, not {processes}")
     if processes == 0:
         return InlinePageProcessor(min_chars)
-    return ProcessPoolPageProcessor(processes, min_chars)
+    return ProcessPoolPageProcessor(processes, min_chars, timeout)

@@ -642,7 +642,8 @@ def make_app(
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_state_store(state_url(config))
     fetcher = fetcher or HttpFetcher.from_config(config.fetch)
-    pages = pages or make_page_processor(config.extract.processes, config.extract.min_chars)
+    pages = pages or make_page_processor(config.extract.processes, config.extract.min_chars,
+                                         config.extract.timeout.total_seconds())  # fmt: skip
     pipeline = Pipeline(
         store=store,
         fetcher=fetcher,

@@ -9,6 +9,7 @@ import gzip
 import os
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -643,6 +644,43 @@ def test_process_pool_matches_inline_and_survives_a_worker_crash() -> None:
         with pytest.raises(ExtractionError, match="crashed"):
             asyncio.run(one())
         assert processor.restarts == 1
+        assert asyncio.run(one()).language == "de"
+    finally:
+        processor.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_page_past_the_time_limit_replaces_the_stuck_worker() -> None:
+    """A worker cannot be interrupted: past ``extract.timeout`` it is killed, the pool replaced,
+    and the page fails with a retryable error; the next page goes to a fresh worker."""
+    processor = make_page_processor(1, MIN_CHARS, timeout=60)
+    assert isinstance(processor, ProcessPoolPageProcessor)
+    fixture = FIXTURE_PAGES[0]
+
+    async def one() -> ProcessedText:
+        return await processor.process(_html(fixture), fixture.url, "", "de")
+
+    try:
+        assert asyncio.run(one()).language == "de"  # the worker is up
+        pool = processor._current_pool()
+        [worker] = pool._processes.values()  # type: ignore[attr-defined]
+        # a page that never ends, as a pathological document would: the worker sleeps
+        stuck = processor._current_pool().submit(time.sleep, 600)
+        processor.timeout = 1.0
+
+        async def stuck_page() -> ProcessedText:
+            # the pool is busy with the stuck job, so the page waits for it, then times out
+            return await asyncio.wait_for(one(), 30)
+
+        with pytest.raises(ExtractionError, match="longer than 1s; worker replaced"):
+            asyncio.run(stuck_page())
+        worker.join(10)
+        assert not worker.is_alive()
+        assert processor.restarts == 1
+        with pytest.raises(BrokenProcessPool):
+            stuck.result(timeout=10)
+        processor.timeout = 60.0
         assert asyncio.run(one()).language == "de"
     finally:
         processor.close()
