@@ -20,14 +20,16 @@ import signal
 import threading
 import time
 import weakref
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
-from monitor.errors import ExtractionError
+from monitor.errors import ExtractionError, FeedParseError
 from monitor.extract import extract_page
+from monitor.feeds import parse_feed
 from monitor.language import get_identifier
-from monitor.types import ExtractedPage, ProcessedText, TextSource
+from monitor.types import ExtractedPage, ParsedFeed, ProcessedText, TextSource
 
 #: a consent wall or paywall stub is short; longer texts that mention cookies are articles
 WALL_MAX_CHARS = 1_500
@@ -149,6 +151,9 @@ def _extract_or_reason(
         return None, f"extraction failed: {e.message}"
 
 
+T = TypeVar("T")
+
+
 class PageProcessor(Protocol):
     async def process(
         self,
@@ -159,6 +164,11 @@ class PageProcessor(Protocol):
         *,
         page_error: str | None = None,
     ) -> ProcessedText: ...
+
+    async def parse_feed(self, content: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed:
+        """``monitor.feeds.parse_feed`` off the event loop (a pathological document can take
+        feedparser seconds of CPU); raises ``FeedParseError``."""
+        ...
 
     def close(self) -> None: ...
 
@@ -191,6 +201,9 @@ class InlinePageProcessor:
             min_chars=self._min_chars,
             page_error=page_error,
         )
+
+    async def parse_feed(self, content: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed:
+        return await asyncio.to_thread(parse_feed, content, url, dict(headers))
 
     def close(self) -> None:
         """Nothing to release; present for the protocol."""
@@ -301,22 +314,42 @@ class ProcessPoolPageProcessor:
         *,
         page_error: str | None = None,
     ) -> ProcessedText:
+        args = (html, url, feed_text, declared_language, self._min_chars, page_error)
+        try:
+            return await self._run(_process_in_worker, *args)
+        except TimeoutError as e:
+            raise ExtractionError(
+                url, f"extraction took longer than {self.timeout:g}s; worker replaced"
+            ) from e
+        except BrokenProcessPool as e:
+            raise ExtractionError(url, "page worker process crashed; retry later") from e
+
+    async def parse_feed(self, content: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed:
+        try:
+            return await self._run(parse_feed, content, url, dict(headers))
+        except TimeoutError as e:
+            raise FeedParseError(
+                url, f"parsing took longer than {self.timeout:g}s; worker replaced"
+            ) from e
+        except BrokenProcessPool as e:
+            raise FeedParseError(url, "parser worker process crashed; retry later") from e
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker, once one is free, within the time limit: past it
+        (``TimeoutError``) or when a worker died (``BrokenProcessPool``) the pool is replaced."""
         loop = asyncio.get_running_loop()
         slots = self._slots.setdefault(loop, asyncio.Semaphore(self._processes))
-        args = (html, url, feed_text, declared_language, self._min_chars, page_error)
         async with slots:
             pool = self._current_pool()
             try:
-                work = loop.run_in_executor(pool, _process_in_worker, *args)
+                work = loop.run_in_executor(pool, function, *args)
                 return await asyncio.wait_for(work, self.timeout)
-            except TimeoutError as e:
+            except TimeoutError:
                 self._replace_pool(pool, kill=True)
-                raise ExtractionError(
-                    url, f"extraction took longer than {self.timeout:g}s; worker replaced"
-                ) from e
-            except BrokenProcessPool as e:
+                raise
+            except BrokenProcessPool:
                 self._replace_pool(pool)
-                raise ExtractionError(url, "page worker process crashed; retry later") from e
+                raise
 
     def close(self) -> None:
         with self._lock:

@@ -38,7 +38,6 @@ from monitor.errors import (
     StorageError,
     TooManyRedirectsError,
 )
-from monitor.feeds import parse_feed
 from monitor.identity import (
     EntryChange,
     article_id,
@@ -154,14 +153,13 @@ class Pipeline:
                 trusted=True,
                 accept=FEED_ACCEPT,
             )
-            # in a thread: a large or pathological document takes feedparser seconds of CPU,
-            # which on the event loop would stall every other fetch into its timeout
+            # off the event loop (a large or pathological document takes feedparser seconds of
+            # CPU, which would stall every other fetch into its timeout), in the page workers
+            # when there are any, under their time limit
             parsed = (
                 None
                 if result.not_modified
-                else await asyncio.to_thread(
-                    parse_feed, result.content, result.final_url, result.headers
-                )
+                else await self.pages.parse_feed(result.content, result.final_url, result.headers)
             )
         except (FetchError, FeedParseError) as e:
             return self._record_poll_failure(feed, state, e)

@@ -45,7 +45,7 @@ from monitor.identity import (
     is_web_url,
     same_site,
 )
-from monitor.pages import PageProcessor, process_page
+from monitor.pages import InlinePageProcessor, process_page
 from monitor.pipeline import Pipeline, _believable_canonical, make_draft
 from monitor.schedule import SchedulePolicy, feed_update_hint
 from monitor.state import SqlStateStore, open_state_store, sqlite_url
@@ -440,7 +440,7 @@ def test_polling_mutated_feeds_stores_clean_articles_or_records_the_failure(
     pipeline = Pipeline(
         store=store,
         fetcher=fetcher,
-        pages=cast(PageProcessor, None),  # polling never processes pages
+        pages=InlinePageProcessor(250),  # polling parses the feed through it, in a thread
         policy=SchedulePolicy(),
     )
     feed = Feed(name=f"fuzz-{next(_feed_numbers)}")
@@ -672,7 +672,7 @@ def test_regression_an_unparsable_link_does_not_stop_the_poll(
     fetcher.content = _rss("<title>A</title><link>http://example.org:99999/a</link>").replace(
         b"</channel>", b"<item><title>B</title><link>https://example.org/b</link></item></channel>"
     )
-    pipeline = Pipeline(store=store, fetcher=fetcher, pages=cast(PageProcessor, None),
+    pipeline = Pipeline(store=store, fetcher=fetcher, pages=InlinePageProcessor(250),
                         policy=SchedulePolicy())  # fmt: skip
     feed = Feed(name="regression-port")
     store.sync_feeds([(feed.name, feed.url, feed.language)], utcnow())

@@ -686,6 +686,33 @@ def test_a_page_past_the_time_limit_replaces_the_stuck_worker() -> None:
         processor.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_feeds_are_parsed_in_the_workers_under_the_same_time_limit() -> None:
+    from monitor.errors import FeedParseError
+    from monitor.feeds import parse_feed
+
+    feed = (FIXTURES.parent / "feeds" / "uk_rdf.xml").read_bytes()
+    url = "https://novyny.example/rss/"
+    processor = make_page_processor(1, MIN_CHARS, timeout=60)
+    inline = make_page_processor(0, MIN_CHARS)
+    try:
+        expected = parse_feed(feed, url, {})
+        assert asyncio.run(processor.parse_feed(feed, url, {})) == expected
+        assert asyncio.run(inline.parse_feed(feed, url, {})) == expected
+        stuck = processor._current_pool().submit(time.sleep, 600)  # a parse that never ends
+        processor.timeout = 1.0
+        with pytest.raises(FeedParseError, match="parsing took longer than 1s"):
+            asyncio.run(asyncio.wait_for(processor.parse_feed(feed, url, {}), 30))
+        with pytest.raises(BrokenProcessPool):
+            stuck.result(timeout=10)
+        processor.timeout = 60.0
+        assert asyncio.run(processor.parse_feed(feed, url, {})) == expected
+    finally:
+        processor.close()
+        inline.close()
+
+
 def test_make_page_processor_validates() -> None:
     with pytest.raises(ValueError, match="processes"):
         make_page_processor(-1, MIN_CHARS)
