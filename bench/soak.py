@@ -55,7 +55,6 @@ import os  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
@@ -83,6 +82,8 @@ from soak_server import (  # noqa: E402 - bench/ is the script's directory
     feed_path,
     serve,
 )
+
+from tests.support.newsfixtures import free_port  # noqa: E402
 
 LANGS = ("de", "en", "ru", "uk")
 FEEDS_PER_HOST = 20
@@ -264,12 +265,6 @@ def write_config(tmp: Path, plan: ServerPlan, ports: list[int], api_port: int) -
     path = tmp / "feeds.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), "utf-8")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- measuring ------------------------------------------------------------------------------------

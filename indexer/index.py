@@ -296,12 +296,13 @@ class Indexer:
     def _move(self, member: Neighbour, story_id: str, move: JoinStory, now: datetime) -> None:
         left = member.story_id
         assert left is not None
-        leaving = [a for a in self.store.story_articles(left)
-                   if member.article_id in (a.id, a.near_duplicate_of)]  # fmt: skip
+        # the member and its near-duplicates (they have no vectors, they follow their original)
+        members = self.store.story_articles(left)
+        leaving = [a for a in members if member.article_id in (a.id, a.near_duplicate_of)]
         moved = [a.id for a in leaving]
         if not moved:
             return  # moved or removed meanwhile
-        stays = [a for a in self.store.story_articles(left) if a.id not in moved]
+        stays = [a for a in members if a.id not in moved]
         joined = [*self.store.story_articles(story_id), *leaving]
         stories = self.store.get_stories([left, story_id])
         target = self._summary(story_id, joined, stories.get(story_id), now)

@@ -315,28 +315,23 @@ class ProcessPoolPageProcessor:
         page_error: str | None = None,
     ) -> ProcessedText:
         args = (html, url, feed_text, declared_language, self._min_chars, page_error)
-        try:
-            return await self._run(_process_in_worker, *args)
-        except TimeoutError as e:
-            raise ExtractionError(
-                url, f"extraction took longer than {self.timeout:g}s; worker replaced"
-            ) from e
-        except BrokenProcessPool as e:
-            raise ExtractionError(url, "page worker process crashed; retry later") from e
+        return await self._run(ExtractionError, url, "extraction", _process_in_worker, *args)
 
     async def parse_feed(self, content: bytes, url: str, headers: Mapping[str, str]) -> ParsedFeed:
-        try:
-            return await self._run(parse_feed, content, url, dict(headers))
-        except TimeoutError as e:
-            raise FeedParseError(
-                url, f"parsing took longer than {self.timeout:g}s; worker replaced"
-            ) from e
-        except BrokenProcessPool as e:
-            raise FeedParseError(url, "parser worker process crashed; retry later") from e
+        return await self._run(FeedParseError, url, "parsing", parse_feed, content, url,
+                               dict(headers))  # fmt: skip
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` in a worker, once one is free, within the time limit: past it
-        (``TimeoutError``) or when a worker died (``BrokenProcessPool``) the pool is replaced."""
+    async def _run(
+        self,
+        error: type[ExtractionError | FeedParseError],
+        url: str,
+        what: str,
+        function: Callable[..., T],
+        *args: Any,
+    ) -> T:
+        """``function(*args)`` in a worker, once one is free, within the time limit. Past it,
+        or when a worker died, the pool is replaced and ``error`` (naming ``url`` and ``what``
+        was done) raised, for the caller to retry later."""
         loop = asyncio.get_running_loop()
         slots = self._slots.setdefault(loop, asyncio.Semaphore(self._processes))
         async with slots:
@@ -344,12 +339,13 @@ class ProcessPoolPageProcessor:
             try:
                 work = loop.run_in_executor(pool, function, *args)
                 return await asyncio.wait_for(work, self.timeout)
-            except TimeoutError:
+            except TimeoutError as e:
                 self._replace_pool(pool, kill=True)
-                raise
-            except BrokenProcessPool:
+                message = f"{what} took longer than {self.timeout:g}s; worker replaced"
+                raise error(url, message) from e
+            except BrokenProcessPool as e:
                 self._replace_pool(pool)
-                raise
+                raise error(url, f"{what} worker process crashed; retry later") from e
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,23 @@ def corpus_path(*parts: str) -> Path:
     return path
 
 
+#: files under the corpus's feeds_* folders that are not feed documents
+NOT_FEEDS = frozenset({".md", ".json", ".txt"})
+
+
+def corpus_feed_files() -> list[Path]:
+    """Every feed document under ../shared/corpus/feeds_* (parser test suites and real
+    outlets' feeds), or a skip naming what is missing."""
+    root = corpus_path()
+    files = [
+        p for p in sorted(root.glob("feeds_*/**/*"))
+        if p.is_file() and p.suffix not in NOT_FEEDS and "output" not in p.parts
+    ]  # fmt: skip
+    if not files:
+        pytest.skip(f"no feed files under {root}/feeds_* (see ../shared/corpus/README.md)")
+    return files
+
+
 @pytest.fixture
 def http_server() -> Iterator[LocalServer]:
     with LocalServer() as server:

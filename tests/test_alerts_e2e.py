@@ -23,19 +23,15 @@ from aiosmtpd.controller import Controller
 
 from monitor.cli import main
 from tests.support.httpserver import LocalServer, Request, Response
-from tests.support.newsfixtures import free_port, serve_site, site_feeds, write_config
+from tests.support.newsfixtures import (
+    TALKS_TOPIC,
+    free_port,
+    serve_site,
+    site_feeds,
+    write_config,
+)
 
-TOPIC = {
-    "id": "abu-dhabi-talks",
-    "name": "Abu Dhabi peace talks",
-    "description": (
-        "Peace negotiations between Russia, Ukraine and the United States held in Abu Dhabi, "
-        "United Arab Emirates: the delegations and envoys taking part, the rounds of talks and "
-        "their agenda, proposals and counter-proposals discussed there, statements about "
-        "progress, deadlock or a next round, and the role of the UAE as host and mediator."
-    ),
-    "channels": ["mail", "slack", "hook"],
-}
+TOPIC = {**TALKS_TOPIC, "channels": ["mail", "slack", "hook"]}
 F1_PAGE = "/sport/formel1-abu-dhabi-103.html"
 
 

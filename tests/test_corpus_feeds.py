@@ -7,7 +7,6 @@ real outlets, which the loopback-only transport refuses, so their feed text is s
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -18,23 +17,10 @@ from monitor.fetch import HttpFetcher
 from monitor.service import make_app
 from monitor.state import open_state_store, sqlite_url
 from monitor.types import ArticleStatus, TextSource
-from tests.conftest import corpus_path
+from tests.conftest import corpus_feed_files
 from tests.support.httpserver import LocalServer, Response
-from tests.support.newsfixtures import write_config
+from tests.support.newsfixtures import run_once, write_config
 from tests.support.offline import LoopbackOnlyTransport
-
-NOT_FEEDS = {".md", ".json", ".txt"}
-
-
-def corpus_feed_files() -> list[Path]:
-    root = corpus_path()
-    files = [
-        p for p in sorted(root.glob("feeds_*/**/*"))
-        if p.is_file() and p.suffix not in NOT_FEEDS and "output" not in p.parts
-    ]  # fmt: skip
-    if not files:
-        pytest.skip(f"no feed files under {root}/feeds_*")
-    return files
 
 
 @pytest.mark.corpus
@@ -53,13 +39,7 @@ def test_every_corpus_feed_parses_or_is_recorded_and_none_stops_the_run(
     fetcher = HttpFetcher.from_config(config.fetch, transport=LoopbackOnlyTransport())
     app = make_app(config, fetcher=fetcher, embedder=HashEmbedder())
 
-    async def once():  # type: ignore[no-untyped-def]
-        try:
-            return await app.run_once()
-        finally:
-            await app.aclose()
-
-    summary = asyncio.run(once())
+    summary = run_once(app)
 
     store = open_state_store(sqlite_url(config.data_dir))
     states = {f.name: f for f in store.list_feeds()}

@@ -35,7 +35,6 @@ and the page workers of a killed service do not outlive it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import re
@@ -76,6 +75,7 @@ from tests.support.httpserver import LocalServer, Request, Response
 from tests.support.newsfixtures import (
     article_page,
     fixture_articles,
+    run_once,
     serve_site,
     site_feeds,
     write_config,
@@ -609,13 +609,7 @@ def test_alert_planning_interrupted_after_matching_is_redone(
     store.save_alert_message = dies  # type: ignore[method-assign]
     app = make_app(loaded, store=store)
 
-    async def once() -> None:
-        try:
-            await app.run_once()
-        finally:
-            await app.aclose()
-
-    asyncio.run(once())
+    run_once(app)
     db = loaded.data_dir / "newsmon.db"
     assert read_state(db, "SELECT count(*) FROM topic_matches") != [(0,)]
     assert read_state(db, "SELECT count(*) FROM alert_messages") == [(0,)]

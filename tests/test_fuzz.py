@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -58,13 +57,12 @@ from monitor.types import (
     ParsedFeed,
     utcnow,
 )
-from tests.conftest import corpus_path
+from tests.conftest import corpus_feed_files, corpus_path
 
 FEED_URL = "https://feeds.example.org/news/rss.xml"
 PAGE_URL = "https://news.example.org/2026/11/28/story.html"
 #: seeds above this size are parsed once, unmutated (test_every_corpus_feed_...), not fuzzed
 MAX_SEED_BYTES = 64_000
-NOT_FEEDS = {".md", ".json", ".txt"}
 
 #: what a one-line field may not hold: controls (tab and newline included), DEL, C1, surrogates
 NOT_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -99,20 +97,9 @@ class Seed:
         return f"Seed({self.name!r})"
 
 
-def _corpus_feed_files() -> list[Path]:
-    root = corpus_path()
-    files = [
-        p for p in sorted(root.glob("feeds_*/**/*"))
-        if p.is_file() and p.suffix not in NOT_FEEDS and "output" not in p.parts
-    ]  # fmt: skip
-    if not files:
-        pytest.skip(f"no feed files under {root}/feeds_* (see ../shared/corpus/README.md)")
-    return files
-
-
 @pytest.fixture(scope="module")
 def all_feeds() -> list[Seed]:
-    return [Seed(str(p.relative_to(corpus_path())), p.read_bytes()) for p in _corpus_feed_files()]
+    return [Seed(str(p.relative_to(corpus_path())), p.read_bytes()) for p in corpus_feed_files()]
 
 
 @pytest.fixture(scope="module")

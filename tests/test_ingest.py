@@ -18,6 +18,7 @@ from tests.support.httpserver import LocalServer, Response
 from tests.support.newsfixtures import (
     BOILERPLATE_MARK,
     fixture_articles,
+    run_once,
     serve_site,
     site_feeds,
     write_config,
@@ -31,14 +32,7 @@ def _app(config_path: Path) -> App:
 
 def _run_once(config_path: Path):  # type: ignore[no-untyped-def]
     app = _app(config_path)
-
-    async def once():  # type: ignore[no-untyped-def]
-        try:
-            return await app.run_once()
-        finally:
-            await app.aclose()
-
-    return asyncio.run(once()), app
+    return run_once(app), app
 
 
 def _articles(tmp_path: Path):  # type: ignore[no-untyped-def]

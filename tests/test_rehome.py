@@ -22,8 +22,7 @@ from monitor.config import load_config
 from monitor.service import make_app
 from monitor.state import open_state_store, sqlite_url
 from tests.support.httpserver import LocalServer, Request, Response
-from tests.support.newsfixtures import article_page, fixture_articles, write_config
-from tests.test_alerts_e2e import TOPIC
+from tests.support.newsfixtures import TALKS_TOPIC, article_page, fixture_articles, write_config
 
 TALKS = {
     "/ausland/abu-dhabi-gespraeche-100.html",
@@ -140,7 +139,7 @@ def test_a_story_an_alert_reported_keeps_its_articles(tmp_path: Path) -> None:
     """The Russian talks report alerts as soon as it joins the explainer's story; the alert
     told its readers what that story was, so it is not reshaped afterwards (the alert stage
     joins the talks' own story to that alert instead)."""
-    run = ingest_in_order(tmp_path, LEFT_OUT, topic=TOPIC)
+    run = ingest_in_order(tmp_path, LEFT_OUT, topic=TALKS_TOPIC)
     pair = {"/world/2026/nov/27/donbas-withdrawal-explainer", "/politics/20261128/abu-dabi.html"}
     assert pair in run["members"].values()
     assert frozenset(pair) in run["alerted"]

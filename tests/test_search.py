@@ -6,7 +6,6 @@ syndicated copy); the tests then query it through the CLI as a user would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,13 @@ from monitor.service import make_app
 from monitor.state import open_state_store, sqlite_url
 from monitor.types import ArticleStatus
 from tests.support.httpserver import LocalServer, Response
-from tests.support.newsfixtures import article_page, fixture_articles, serve_site, site_feeds
+from tests.support.newsfixtures import (
+    article_page,
+    fixture_articles,
+    run_once,
+    serve_site,
+    site_feeds,
+)
 from tests.support.newsfixtures import write_config as write_site_config
 
 TALKS = {
@@ -69,13 +74,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         config = load_config(config_path)
         app = make_app(config)
 
-        async def once() -> Any:
-            try:
-                return await app.run_once()
-            finally:
-                await app.aclose()
-
-        summary = asyncio.run(once())
+        summary = run_once(app)
         yield {"config": config_path, "summary": summary, "base": server.base_url,
                "data_dir": config.data_dir}  # fmt: skip
 

@@ -3,7 +3,6 @@ newest ``fetch.max_entries_per_poll`` taken, and says so on the feed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from monitor.service import make_app
 from monitor.state import open_state_store, sqlite_url
 from monitor.types import ParsedEntry
 from tests.support.httpserver import LocalServer, Response
-from tests.support.newsfixtures import write_config
+from tests.support.newsfixtures import run_once, write_config
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -62,13 +61,7 @@ def test_a_flood_of_entries_is_capped_and_recorded(
         config = load_config(config_path)
         app = make_app(config)
 
-        async def once() -> None:
-            try:
-                await app.run_once(index=False)
-            finally:
-                await app.aclose()
-
-        asyncio.run(once())
+        run_once(app, index=False)
         page_requests = [r.path for r in server.requests if r.path.startswith("/gone/")]
     store = open_state_store(sqlite_url(config.data_dir))
     try:

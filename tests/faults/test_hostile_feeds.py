@@ -48,7 +48,13 @@ from tests.faults.cases import (
 )
 from tests.faults.server import HostileServer, Reply
 from tests.support.httpserver import LocalServer, Response
-from tests.support.newsfixtures import fixture_articles, serve_site, site_feeds, write_config
+from tests.support.newsfixtures import (
+    fixture_articles,
+    run_once,
+    serve_site,
+    site_feeds,
+    write_config,
+)
 
 PAGES_FEED = "Hostile pages"
 GROWING_FEED = "Growing"  # a good feed that gains an entry between the two runs
@@ -130,15 +136,8 @@ def _growing_feed(site: LocalServer, entries: int) -> str:
 
 def _run(config: Path, hostile: HostileServer) -> Snapshot:
     app = make_app(load_config(config), embedder=HashEmbedder())
-
-    async def once() -> RunSummary:
-        try:
-            return await app.run_once()
-        finally:
-            await app.aclose()
-
     started = time.monotonic()
-    summary = asyncio.run(once())
+    summary = run_once(app)
     seconds = time.monotonic() - started
     store = open_state_store(sqlite_url(config.parent / "data"))
     try:

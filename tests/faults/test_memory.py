@@ -4,7 +4,6 @@ process's peak resident size, which also sees zlib's and the sockets' native buf
 
 from __future__ import annotations
 
-import asyncio
 import re
 import tracemalloc
 from pathlib import Path
@@ -27,7 +26,13 @@ from tests.faults.cases import (
 )
 from tests.faults.server import HostileServer, Reply
 from tests.support.httpserver import LocalServer
-from tests.support.newsfixtures import fixture_articles, serve_site, site_feeds, write_config
+from tests.support.newsfixtures import (
+    fixture_articles,
+    run_once,
+    serve_site,
+    site_feeds,
+    write_config,
+)
 
 MiB = 2**20
 #: what the run may allocate at its peak: every big fetch in flight at once may hold up to
@@ -40,13 +45,7 @@ RSS_GROWTH_LIMIT = 40 * MiB
 def _run(config: Path) -> RunSummary:
     app = make_app(load_config(config), embedder=HashEmbedder())
 
-    async def once() -> RunSummary:
-        try:
-            return await app.run_once()
-        finally:
-            await app.aclose()
-
-    return asyncio.run(once())
+    return run_once(app)
 
 
 def _status_kib(field: str) -> int:

@@ -13,7 +13,6 @@ never try to reach another machine, whatever happens.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -33,6 +32,7 @@ from monitor.state import open_state_store, sqlite_url
 from monitor.types import Article, ArticleStatus, FeedState, TextSource
 from tests.faults.cases import PROSE, RSS_TYPE, TIMEOUT_S, Item, article_html, rss
 from tests.faults.server import HostileServer, Reply, redirect
+from tests.support.newsfixtures import run_once
 
 LINKS_FEED = "Links inwards"
 INTERNAL_PAGE = article_html("Internal dashboard", PROSE).encode()
@@ -166,13 +166,7 @@ def _run_once(config: Path) -> None:
     loaded = load_config(config)
     app = make_app(loaded, embedder=HashEmbedder())
 
-    async def once() -> None:
-        try:
-            await app.run_once()
-        finally:
-            await app.aclose()
-
-    asyncio.run(once())
+    run_once(app)
 
 
 def _cli(config: Path, *args: str) -> str:

@@ -7,16 +7,20 @@ banner, related links, footer) that the extractor has to drop.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tests.support.httpserver import LocalServer, Response
+
+if TYPE_CHECKING:
+    from monitor.service import App, RunSummary
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OUTLET_HOSTS = (
@@ -30,6 +34,17 @@ FEEDS = {  # name -> (fixture file, language, path served at)
     "World News": ("en_atom.xml", "en", "/feeds/en.atom"),
     "Novosti": ("ru_rss2_cp1251.xml", "ru", "/feeds/ru.rss"),
     "Novyny": ("uk_rdf.xml", "uk", "/feeds/uk.rdf"),
+}
+#: the seed topic of feeds.yaml that the fixture site's talks articles match (give it channels)
+TALKS_TOPIC: dict[str, Any] = {
+    "id": "abu-dhabi-talks",
+    "name": "Abu Dhabi peace talks",
+    "description": (
+        "Peace negotiations between Russia, Ukraine and the United States held in Abu Dhabi, "
+        "United Arab Emirates: the delegations and envoys taking part, the rounds of talks and "
+        "their agenda, proposals and counter-proposals discussed there, statements about "
+        "progress, deadlock or a next round, and the role of the UAE as host and mediator."
+    ),
 }
 BOILERPLATE_MARK = "Newsletter abonnieren"  # appears in every page's chrome, never in the text
 
@@ -129,3 +144,15 @@ def free_port() -> int:
 
 def site_feeds(urls: dict[str, str]) -> dict[str, tuple[str, str]]:
     return {name: (url, FEEDS[name][1]) for name, url in urls.items()}
+
+
+def run_once(app: App, *, index: bool = True) -> RunSummary:
+    """``newsmon run --once`` on an app built by the test, closing it afterwards."""
+
+    async def once() -> RunSummary:
+        try:
+            return await app.run_once(index=index)
+        finally:
+            await app.aclose()
+
+    return asyncio.run(once())

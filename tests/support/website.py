@@ -4,7 +4,6 @@ the pages, in-process (TestClient) or as a real uvicorn server on a free port.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -18,19 +17,16 @@ from monitor.api import ApiServer, create_api
 from monitor.config import load_config
 from monitor.service import App, make_app
 from tests.support.httpserver import LocalServer, Response
-from tests.support.newsfixtures import free_port, serve_site, site_feeds, write_config
+from tests.support.newsfixtures import (
+    TALKS_TOPIC,
+    free_port,
+    run_once,
+    serve_site,
+    site_feeds,
+    write_config,
+)
 
-TOPIC = {
-    "id": "abu-dhabi-talks",
-    "name": "Abu Dhabi peace talks",
-    "description": (
-        "Peace negotiations between Russia, Ukraine and the United States held in Abu Dhabi, "
-        "United Arab Emirates: the delegations and envoys taking part, the rounds of talks and "
-        "their agenda, proposals and counter-proposals discussed there, statements about "
-        "progress, deadlock or a next round, and the role of the UAE as host and mediator."
-    ),
-    "channels": ["hook"],
-}
+TOPIC = {**TALKS_TOPIC, "channels": ["hook"]}
 BROKEN_FEED = "Broken"
 
 
@@ -54,7 +50,7 @@ def indexed_site(tmp_path: Path) -> Iterator[Site]:
             channels={"hook": {"type": "webhook", "url": server.url("/hook")}},
             alert_backfill="3650d",  # the fixture entries are days old: alert on them
         ))  # fmt: skip
-        asyncio.run(_run_once(make_app(config)))
+        run_once(make_app(config))
         app = make_app(config)
         try:
             yield Site(app, server.base_url)
@@ -62,13 +58,6 @@ def indexed_site(tmp_path: Path) -> Iterator[Site]:
             app.pages.close()
             app.indexer.vectors.close()
             app.store.close()
-
-
-async def _run_once(app: App) -> None:
-    try:
-        await app.run_once()
-    finally:
-        await app.aclose()
 
 
 def web_api(app: App) -> FastAPI:
