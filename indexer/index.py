@@ -14,6 +14,13 @@ embedded when that would add nothing:
   stored - the article is searchable, in its story and matchable at once - and ``index_body``
   embeds the other passages later, when the worker has nothing newer to do.
 
+``index_batch`` indexes several waiting articles with two embedding calls in all - their leads,
+then the bodies of those that still need one - instead of two per article: an engine embeds a
+length-sorted batch with little padding far faster than a few texts at a time (1.6x with the
+torch engine). The decisions still run one article at a time, in arrival order, on the leads;
+each article is stored with its body pending first, so a crash before its body is written
+leaves the body to the deferred-body sweep rather than losing it.
+
 The decisions are pure (``indexer.stories``, ``indexer.passages``); this module sequences the
 I/O. Vectors are written before the state says ``indexed``: a crash in between re-runs the
 article, and deterministic point ids make the re-run overwrite instead of duplicate.
@@ -22,8 +29,8 @@ article, and deterministic point ids make the re-run overwrite instead of duplic
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -113,12 +120,74 @@ class Indexer:
         """Index one fetched article (blocking: call it from a worker thread). ``defer_body``:
         store only the lead's vector of an article that needs embedding, and mark its body
         pending for ``index_body``."""
+        result = self.index_batch([article], defer_body=defer_body)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def index_batch(
+        self, articles: Sequence[Article], *, defer_body: bool = False
+    ) -> list[IndexReport | Exception]:
+        """Index fetched articles in the given order (blocking), one result per article: its
+        report, or the error that left it ``fetched`` for a retry (one article's failure never
+        stops the others). Leads are embedded in one call, then bodies in one call."""
         self.ensure_collection()
         now = self.clock()
+        split: dict[str, list[Passage] | Exception] = {}
+        for article in articles:
+            try:
+                split[article.id] = self._split(article)
+            except Exception as e:  # reported for this article alone
+                split[article.id] = e
+        leads = self._embed_leads(articles, split)
+        results: list[IndexReport | Exception] = []
+        for article in articles:
+            passages = split[article.id]
+            if isinstance(passages, Exception):
+                results.append(passages)
+                continue
+            try:
+                lead = leads.get(article.id)
+                results.append(self._index_one(article, passages, lead, now, defer_body=True))
+            except Exception as e:  # it stays fetched; the caller logs it
+                results.append(e)
+        if defer_body:
+            return results
+        return self._complete_bodies(results, split)
+
+    def _embed_leads(
+        self, articles: Sequence[Article], split: dict[str, list[Passage] | Exception]
+    ) -> dict[str, Vector]:
+        """The leads that will surely be embedded, in one call: not for an article already
+        decided a copy, nor for a second article with the same text in the batch."""
+        wanted: dict[str, Passage] = {}
+        hashes: set[str] = set()
+        for article in articles:
+            passages = split[article.id]
+            if isinstance(passages, Exception) or not passages or article.near_duplicate_of:
+                continue
+            if article.text_hash and article.text_hash in hashes:
+                continue
+            if article.text_hash:
+                hashes.add(article.text_hash)
+            wanted[article.id] = passages[0]
+        if len(wanted) < 2:
+            return {}  # nothing to gain: _index_one embeds the lead itself when it must
+        vectors = self._embed(list(wanted.values()))
+        return dict(zip(wanted, vectors, strict=True))
+
+    def _index_one(
+        self,
+        article: Article,
+        passages: list[Passage],
+        lead: Vector | None,
+        now: datetime,
+        *,
+        defer_body: bool,
+    ) -> IndexReport:
         copy_of = self._exact_copy_of(article)
         if copy_of is not None:
             return self._record_copy(article, copy_of, now)
-        passages = self._split(article)
         if not passages:
             self.store.mark_indexed(article.id, model=self.embedder.model_id, story=None,
                                     near_duplicate_of=None, now=now)  # fmt: skip
@@ -126,26 +195,70 @@ class Indexer:
         unchanged = self._stored_vectors_if_unchanged(article, passages)
         if unchanged is not None:
             return self._rewrite_payloads(article, passages, unchanged, now)
-        lead = self._embed(passages[:1])[0]
+        if lead is None:
+            lead = self._embed(passages[:1])[0]
         return self._place(article, passages, lead, now, defer_body=defer_body)
+
+    def _complete_bodies(
+        self, results: list[IndexReport | Exception], split: dict[str, list[Passage] | Exception]
+    ) -> list[IndexReport | Exception]:
+        """Embed, in one call, the bodies that ``index_batch`` left pending."""
+        pending = [r for r in results if isinstance(r, IndexReport) and r.body_pending]
+        if not pending:
+            return results
+        try:
+            fresh = [self.store.get_article(r.article_id) for r in pending]  # stories may move
+            bodies = self.index_bodies([a for a in fresh if a is not None], split)
+        except Exception:  # the bodies stay pending: the deferred-body sweep embeds them
+            log.exception("embedding the bodies of %d articles failed; deferred", len(pending))
+            return results
+        done = {report.article_id: report for report in bodies if report is not None}
+        return [
+            replace(r, body_pending=False, embedded=r.embedded + done[r.article_id].embedded)
+            if isinstance(r, IndexReport) and r.article_id in done
+            else r
+            for r in results
+        ]
 
     def index_body(self, article: Article) -> BodyReport | None:
         """Embed and store the passages after the lead of an article indexed by its lead alone
         (blocking). None when its body is not pending (any more), or when it was indexed with
         another model: ``newsmon reindex`` embeds it whole."""
-        if not (article.body_pending and article.status is ArticleStatus.INDEXED
-                and article.index_model == self.embedder.model_id):  # fmt: skip
-            return None
+        return self.index_bodies([article])[0]
+
+    def index_bodies(
+        self,
+        articles: Sequence[Article],
+        split: Mapping[str, list[Passage] | Exception] | None = None,
+    ) -> list[BodyReport | None]:
+        """``index_body`` for several articles, with one embedding call. ``split``: their
+        passages as just split for indexing (the same text), to spare splitting again."""
+        due = [a for a in articles if a.body_pending and a.status is ArticleStatus.INDEXED
+               and a.index_model == self.embedder.model_id]  # fmt: skip
+        if not due:
+            return [None] * len(articles)
         self.ensure_collection()
         # the text is the one indexed (a new version goes back to `fetched` first), so the
         # split is too: the stored lead stays, the body's points are added beside it
-        body = self._split(article)[1:]
-        if body:
-            points = self._points(article, body, self._embed(body), article.story_id)
-            self.vectors.upsert(self.collection, points)
-        rematch = _matched_on_lead(article)
-        self.store.mark_body_indexed(article.id, rematch=rematch, now=self.clock())
-        return BodyReport(article.id, len(body), rematch)
+        bodies = {a.id: self._passages(a, split)[1:] for a in due}
+        vectors = iter(self._embed([p for body in bodies.values() for p in body]))
+        reports: dict[str, BodyReport] = {}
+        for article in due:
+            body = bodies[article.id]
+            if body:
+                embedded = [next(vectors) for _ in body]
+                points = self._points(article, body, embedded, article.story_id)
+                self.vectors.upsert(self.collection, points)
+            rematch = _matched_on_lead(article)
+            self.store.mark_body_indexed(article.id, rematch=rematch, now=self.clock())
+            reports[article.id] = BodyReport(article.id, len(body), rematch)
+        return [reports.get(a.id) for a in articles]
+
+    def _passages(
+        self, article: Article, split: Mapping[str, list[Passage] | Exception] | None
+    ) -> list[Passage]:
+        known = split.get(article.id) if split else None
+        return known if isinstance(known, list) else self._split(article)
 
     def _split(self, article: Article) -> list[Passage]:
         return split_passages(

@@ -200,41 +200,54 @@ class App:
                 self._index_queue.put_nowait(aid)
 
     async def _index_worker(self) -> None:
-        """Queued articles first; a deferred body (oldest first) only when none waits."""
+        """Queued articles first, up to ``index.batch`` at a time (one embedding call for the
+        batch's leads, one for its bodies); a deferred body, oldest first, only when none
+        waits."""
         assert self._index_queue is not None
         while True:
             if self._index_queue.empty() and await self._index_next_body():
                 continue
             self._index_idle.set()
-            aid = await self._index_queue.get()
+            batch = [await self._index_queue.get()]
             self._index_idle.clear()
+            while len(batch) < self.config.index.batch and not self._index_queue.empty():
+                batch.append(self._index_queue.get_nowait())
             try:
-                await self._index_one(aid, waiting=self._index_queue.qsize())
+                await self._index_batch(batch, waiting=self._index_queue.qsize() + len(batch) - 1)
             except Exception:  # a store outage: the sweep tries again; the worker goes on
-                log.exception("article %s: indexing failed; will retry", aid)
+                log.exception("articles %s: indexing failed; will retry", ", ".join(batch))
             finally:
-                self._index_queued.discard(aid)
-                self._index_queue.task_done()
+                for aid in batch:
+                    self._index_queued.discard(aid)
+                    self._index_queue.task_done()
 
-    async def _index_one(self, article_id: str, *, waiting: int = 0) -> None:
-        article = self.store.get_article(article_id)
-        if article is None:
+    async def _index_batch(self, article_ids: list[str], *, waiting: int = 0) -> None:
+        articles = []
+        for article_id in article_ids:
+            article = self.store.get_article(article_id)
+            if article is None:
+                continue
+            if article.status is ArticleStatus.INDEXED and article.matched_at is None:
+                await self._match(article_id)  # indexed before a crash, not matched yet
+            elif article.status is ArticleStatus.FETCHED:
+                articles.append(article)
+        if not articles:
             return
-        if article.status is ArticleStatus.INDEXED and article.matched_at is None:
-            await self._match(article_id)  # indexed before a crash, not matched yet
-            return
-        if article.status is not ArticleStatus.FETCHED:
-            return
-        index = partial(self.indexer.index_article, article, defer_body=self._defer(waiting))
+        index = partial(self.indexer.index_batch, articles, defer_body=self._defer(waiting))
         try:
-            report = await self._in_thread(index)
-        except Exception:  # it stays `fetched`: the next sweep retries; the service goes on
-            log.exception("article %s (%s): indexing failed", article.id, article.url)
+            results = await self._in_thread(index)
+        except Exception:  # they stay `fetched`: the next sweep retries; the service goes on
+            log.exception("articles %s: indexing failed", ", ".join(a.id for a in articles))
             return
-        if self._keep_reports:
-            self._index_reports.append(report)
-        await self._match(article_id)
-        self._count_indexed(report)
+        for article, result in zip(articles, results, strict=True):
+            if isinstance(result, Exception):  # it stays `fetched`: the next sweep retries
+                log.error("article %s (%s): indexing failed", article.id, article.url,
+                          exc_info=result)  # fmt: skip
+                continue
+            if self._keep_reports:
+                self._index_reports.append(result)
+            await self._match(article.id)
+            self._count_indexed(result)
 
     def _defer(self, waiting: int) -> bool:
         """Index the next article by its lead alone? Yes once more than the limit wait, and
@@ -723,7 +736,9 @@ def feed_languages(config: Config) -> tuple[str, ...]:
 def make_embedder(config: EmbedderConfig) -> Embedder:
     from indexer.embed import make_embedder as build
 
-    return build(config.backend, config.model, config.device, config.batch_size)
+    return build(
+        config.backend, config.model, config.device, config.batch_size, engine=config.engine
+    )
 
 
 def make_vector_store(config: Config) -> VectorStore:

