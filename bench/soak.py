@@ -444,7 +444,7 @@ async def soak(args: argparse.Namespace, config_path: Path, plan: ServerPlan, t0
     setattr(app.pipeline, "poll_feed", counted_poll)  # noqa: B010 - on the instance only
     stages = StageTimes()
     stages.wrap(app.indexer, "index_batch", INDEX_STEP)
-    stages.wrap(app.indexer, "index_body", "embed a deferred body")
+    stages.wrap(app.indexer, "index_bodies", "embed deferred bodies (a batch)")
     stages.wrap(app.alerts, "process", "match topics, plan alerts")
     stop = asyncio.Event()
     samples: list[Sample] = []

@@ -517,7 +517,7 @@ class IndexConfig(_Model):
     #: waiting articles indexed together: one embedding call for their leads and one for their
     #: bodies (a length-sorted batch embeds with little padding); their story decisions still
     #: run one at a time, in arrival order
-    batch: int = Field(default=8, ge=1, le=256)
+    batch: int = Field(default=16, ge=1, le=256)
 
 
 class DigestConfig(_Model):

@@ -268,40 +268,40 @@ class App:
         self.progress.changed()
 
     async def _index_next_body(self) -> bool:
-        """Embed the oldest deferred body; False when none is due."""
+        """Embed the oldest deferred bodies (up to ``index.batch``, in one embedding call);
+        False when none is due."""
         if not self._bodies_due:
             return False
         try:
             model = self.indexer.embedder.model_id
-            wanted = len(self._body_failures) + 1
+            wanted = len(self._body_failures) + self.config.index.batch
             due = [aid for aid in self.store.bodies_pending(model, wanted)
                    if aid not in self._body_failures]  # fmt: skip
             if not due:
                 self._bodies_due = False
                 return False
-            await self._index_body(due[0])
+            await self._index_bodies(due[: self.config.index.batch])
         except Exception:  # a store outage: wait for the sweep rather than spin
             log.exception("embedding deferred bodies failed; will retry")
             self._bodies_due = False
         return True
 
-    async def _index_body(self, article_id: str) -> None:
-        article = self.store.get_article(article_id)
-        report = None
-        if article is not None:
-            try:
-                report = await self._in_thread(partial(self.indexer.index_body, article))
-            except Exception:  # the body stays pending: the next sweep retries
-                log.exception("article %s: embedding its body failed", article_id)
-        if report is None:
-            self._body_failures.add(article_id)
-            return
-        if self._keep_reports:
-            self._body_reports.append(report)
-        self.progress.bodies_indexed += 1
-        self.progress.changed()
-        if report.rematch:  # topic matching saw the lead alone: now the whole article
-            await self._match(article_id, again=True)
+    async def _index_bodies(self, article_ids: list[str]) -> None:
+        articles = [a for a in map(self.store.get_article, article_ids) if a is not None]
+        reports: list[BodyReport | None] = [None] * len(articles)
+        try:
+            reports = await self._in_thread(partial(self.indexer.index_bodies, articles))
+        except Exception:  # the bodies stay pending: the next sweep retries
+            log.exception("articles %s: embedding their bodies failed", ", ".join(article_ids))
+        done = {r.article_id: r for r in reports if r is not None}
+        self._body_failures.update(aid for aid in article_ids if aid not in done)
+        for report in done.values():
+            if self._keep_reports:
+                self._body_reports.append(report)
+            self.progress.bodies_indexed += 1
+            self.progress.changed()
+            if report.rematch:  # topic matching saw the lead alone: now the whole article
+                await self._match(report.article_id, again=True)
 
     async def _in_thread(self, work: Callable[[], T]) -> T:
         """Blocking index work in a thread; shielded: cancelling the worker cannot stop the
