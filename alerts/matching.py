@@ -14,7 +14,10 @@ The score of one passage ``p`` (all vectors L2-normalised, so a dot product is a
   and a few of the best stored passages carry that vocabulary - in every language;
   then refined once more per language on that language's best passages (10, half weight), so
   each language is scored with a query drawn towards its own vocabulary - the residual
-  advantage of the description's own language shrinks;
+  advantage of the description's own language shrinks; and towards the passages of that
+  language nearest to the 20 best passages of the other languages (half weight): those best
+  passages are mostly in the description's language, and their nearest neighbours elsewhere
+  are the same facts reported in other words (calibration F1 0.932 -> 0.958);
 * ``m_lang(p)`` is the mean direction of stored passages in ``p``'s language: the model rates
   text in the query's own language higher whatever it says (the same bias ``newsmon search``
   removes), so each language gets its own offset and one threshold serves all languages;
@@ -58,6 +61,10 @@ class MatchPolicy:
     #: then once more per language, on that language's best passages only (0: off)
     language_feedback_passages: int = 10
     language_feedback_weight: float = 0.5
+    #: and towards that language's nearest passages to the best passages of the *other*
+    #: languages (0: off): coverage of the same facts, in this language's words
+    anchor_passages: int = 20
+    anchor_weight: float = 0.5
     #: weight of the similarity to the nearest example / relevant label
     example_weight: float = 0.5
     #: weight of the similarity to the nearest negative / not-relevant label
@@ -68,7 +75,7 @@ class MatchPolicy:
 #: of the variants measured, the best mean F1 on the calibration split, at the best threshold).
 #: Scores are language-corrected cosines minus a quarter of the similarity to all coverage, so
 #: the threshold sits below 0, not near 0.8 as for a plain cosine.
-BUNDLED_POLICY = MatchPolicy(threshold=-0.175, contrast=0.25)
+BUNDLED_POLICY = MatchPolicy(threshold=-0.174, contrast=0.25)
 #: for other models nothing was calibrated: the same scoring, a threshold that asks for a
 #: clearer margin (check with ``newsmon topics test`` and set ``threshold`` per topic)
 GENERIC_POLICY = MatchPolicy(threshold=0.06)
@@ -181,11 +188,31 @@ def refine_query(
     candidates with the best language-corrected score (``candidates @ query - offsets``)."""
     if not passages or not weight or not len(candidates):
         return query
+    return move_towards(query, best_passages(query, candidates, offsets, passages), weight)
+
+
+def best_passages(query: Vector, candidates: Matrix, offsets: Matrix, count: int) -> Matrix:
+    """The ``count`` candidates with the best language-corrected score."""
     scores = candidates @ query - offsets
-    best = candidates[np.argsort(-scores)[:passages]]
-    moved = query + weight * best.mean(axis=0)
+    best: Matrix = candidates[np.argsort(-scores)[:count]]
+    return best
+
+
+def move_towards(query: Vector, rows: Matrix, weight: float) -> Vector:
+    """``query + weight * mean(rows)``, renormalised (``query`` itself when there are none)."""
+    if not weight or not len(rows):
+        return query
+    moved = query + weight * rows.mean(axis=0)
     refined: Vector = (moved / np.linalg.norm(moved)).astype(np.float32)
     return refined
+
+
+def nearest_rows(anchors: Matrix, pool: Matrix) -> Matrix:
+    """For each anchor, its most similar row of ``pool`` (the cross-language step)."""
+    if not len(anchors) or not len(pool):
+        return np.zeros((0, pool.shape[1] if pool.ndim == 2 else 0), dtype=np.float32)
+    nearest: Matrix = pool[np.argmax(anchors @ pool.T, axis=1)]
+    return nearest
 
 
 def language_offset(profile: TopicProfile, language: str) -> Vector | float:

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article, refine_query
+from alerts.matching import (
+    ArticleView,
+    MatchPolicy,
+    TopicProfile,
+    best_passages,
+    match_article,
+    move_towards,
+    refine_query,
+)
 from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.profiles import build_profile, reference_means
 from alerts.types import AlertMessage, AlertRecord, Match, StoredMatch, Topic
@@ -74,6 +82,7 @@ class AlertStage:
     _profiles_key: object = field(default=None, init=False, repr=False)
     _built_at: float = field(default=0.0, init=False, repr=False)
     _feedback_on: bool = field(default=False, init=False, repr=False)
+    _means: Mapping[str, Vector] = field(default_factory=dict, init=False, repr=False)
 
     # -- the stage
 
@@ -204,6 +213,7 @@ class AlertStage:
         # coverage's only for languages the reference lacks
         stored_means = language_means(self.vectors, self.collection, self.languages)
         means = {**stored_means, **reference_means(self.embedder.model_id)}
+        self._means = means
         context = overall_mean(means)
         self._feedback_on = self.vectors.count(self.collection) >= MIN_FEEDBACK_COVERAGE
         profiles = {}
@@ -240,22 +250,49 @@ class AlertStage:
                             self.policy.feedback_weight)  # fmt: skip
 
     def _language_feedback(self, query: Vector, language: str) -> Vector:
-        """The query refined on one language's best stored passages (alerts.matching)."""
+        """The query refined on one language's best stored passages, then towards that
+        language's nearest passages to the other languages' best ones (alerts.matching)."""
         k = self.policy.language_feedback_passages
         if not k or not self.policy.language_feedback_weight or not self._feedback_on:
             return query
-        flt = SearchFilter(languages=(language,))
-        rows = [
-            vector
-            for hit in self.vectors.search(self.collection, query, filter=flt, limit=k)
-            if (vector := self._vector(hit.payload.article_id, hit.payload.passage_index))
-            is not None
-        ]
+        rows = self._best_stored(query, language, k)
         if not rows:
             return query
         offsets = np.zeros(len(rows), dtype=np.float32)  # one language: ranking is by cosine
-        return refine_query(query, np.stack(rows), offsets, k,
-                            self.policy.language_feedback_weight)  # fmt: skip
+        refined = refine_query(query, np.stack(rows), offsets, k,
+                               self.policy.language_feedback_weight)  # fmt: skip
+        return move_towards(refined, self._anchor_neighbours(query, language),
+                            self.policy.anchor_weight)  # fmt: skip
+
+    def _anchor_neighbours(self, query: Vector, language: str) -> Matrix:
+        """``language``'s nearest stored passage to each of the best passages (by corrected
+        score) of the other languages."""
+        k = self.policy.anchor_passages
+        others = [lang for lang in self.languages if lang != language]
+        if not k or not self.policy.anchor_weight or not others:
+            return np.zeros((0, len(query)), dtype=np.float32)
+        rows: list[Vector] = []
+        offsets: list[float] = []
+        for other in others:
+            mean = self._means.get(other)
+            for vector in self._best_stored(query, other, k):
+                rows.append(vector)
+                offsets.append(float(query @ mean) if mean is not None else 0.0)
+        if not rows:
+            return np.zeros((0, len(query)), dtype=np.float32)
+        anchors = best_passages(query, np.stack(rows), np.array(offsets, dtype=np.float32), k)
+        nearest = [row for anchor in anchors for row in self._best_stored(anchor, language, 1)]
+        return np.stack(nearest) if nearest else np.zeros((0, len(query)), dtype=np.float32)
+
+    def _best_stored(self, query: Vector, language: str, limit: int) -> list[Vector]:
+        """The vectors of ``language``'s stored passages most similar to ``query``."""
+        flt = SearchFilter(languages=(language,))
+        return [
+            vector
+            for hit in self.vectors.search(self.collection, query, filter=flt, limit=limit)
+            if (vector := self._vector(hit.payload.article_id, hit.payload.passage_index))
+            is not None
+        ]
 
     def _vector(self, article_id: str, passage_index: int) -> Vector | None:
         points = self.vectors.article_points(self.collection, article_id, with_vectors=True)

@@ -267,7 +267,7 @@ def profile_for(
 ) -> TopicProfile:
     """The project's profile; feedback runs on ``coverage`` (passage vectors and their
     languages: the split being scored stands in for the service's stored coverage)."""
-    from alerts.matching import refine_query
+    from alerts.matching import best_passages, move_towards, nearest_rows, refine_query
     from indexer.means import overall_mean
 
     if not variant.examples:
@@ -281,10 +281,20 @@ def profile_for(
                             variant.policy.feedback_weight)  # fmt: skip
 
     def language_feedback(query: Vector, language: str) -> Vector:
+        policy = variant.policy
+        if not policy.language_feedback_passages or not policy.language_feedback_weight:
+            return query  # as AlertStage._language_feedback
         mine = np.array([lang == language for lang in languages])
-        return refine_query(query, passages[mine], np.zeros(int(mine.sum()), dtype=np.float32),
-                            variant.policy.language_feedback_passages,
-                            variant.policy.language_feedback_weight)  # fmt: skip
+        refined = refine_query(query, passages[mine], np.zeros(int(mine.sum()), dtype=np.float32),
+                               policy.language_feedback_passages,
+                               policy.language_feedback_weight)  # fmt: skip
+        if not policy.anchor_passages:
+            return refined
+        # as AlertStage._anchor_neighbours: the other languages' best passages (corrected
+        # score), then this language's nearest passage to each
+        offsets = np.array([float(query @ means[lang]) for lang in languages], dtype=np.float32)
+        anchors = best_passages(query, passages[~mine], offsets[~mine], policy.anchor_passages)
+        return move_towards(refined, nearest_rows(anchors, passages[mine]), policy.anchor_weight)
 
     return build_profile(
         topic, embedder, means=means if variant.offsets else {}, context=overall_mean(means),
@@ -346,16 +356,21 @@ def variants_bench(
     means: dict[str, Vector],
 ) -> None:
     plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0,
-                        language_feedback_passages=0)  # fmt: skip
+                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
     default = replace(BUNDLED_POLICY, threshold=0)
-    global_only = replace(default, language_feedback_passages=0)
+    no_anchors = replace(default, anchor_passages=0)
+    global_only = replace(no_anchors, language_feedback_passages=0)
     variants = [
         Variant("plain cosine with the description", plain, offsets=False),
         Variant("+ language offsets", plain),
         Variant("+ 2 agreeing passages", replace(plain, agreeing=2)),
         Variant("+ feedback, 20 passages", replace(global_only, contrast=0.0)),
         Variant("+ context contrast 0.25", global_only),
-        Variant("+ per-language feedback (the project default)", default),
+        Variant("+ per-language feedback", no_anchors),
+        Variant("+ cross-language anchors (the project default)", default),
+        Variant("  default, anchors 10", replace(default, anchor_passages=10)),
+        Variant("  default, anchor weight 0.25", replace(default, anchor_weight=0.25)),
+        Variant("  default, anchor weight 1.0", replace(default, anchor_weight=1.0)),
         Variant("  default, contrast 0.5", replace(default, contrast=0.5)),
         Variant("  default, language feedback 5", replace(default, language_feedback_passages=5)),
         Variant(

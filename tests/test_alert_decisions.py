@@ -101,6 +101,29 @@ def test_feedback_moves_the_query_towards_the_best_corrected_passages() -> None:
     assert refine_query(query, candidates, offsets, passages=0, weight=1.0) is query
 
 
+def test_cross_language_anchors_pick_each_anchors_nearest_passage() -> None:
+    from alerts.matching import best_passages, move_towards, nearest_rows
+
+    query = _unit(1, 0, 0, 0)
+    # other languages' passages: the best by corrected score are the anchors
+    others = np.stack([_unit(1, 1, 0, 0), _unit(1, 0, 1, 0), _unit(0, 0, 0, 1)])
+    offsets = np.array([0.0, 0.0, 0.0], dtype=np.float32)
+    anchors = best_passages(query, others, offsets, 2)
+    assert {tuple(np.round(a, 3)) for a in anchors} == {tuple(np.round(o, 3)) for o in others[:2]}
+    # this language's passages: each anchor's nearest one, whatever its own cosine to the query
+    pool = np.stack([_unit(0, 1, 0, 0.1), _unit(0, 0, 1, 0.1), _unit(0, 0, 0, 1)])
+    nearest = nearest_rows(anchors, pool)
+    assert {tuple(np.round(n, 3)) for n in nearest} == {tuple(np.round(p, 3)) for p in pool[:2]}
+    moved = move_towards(query, nearest, 0.5)
+    assert np.isclose(np.linalg.norm(moved), 1.0)
+    assert moved @ pool[0] > query @ pool[0]
+    assert moved @ pool[1] > query @ pool[1]
+    # nothing to move towards, or no weight: the query itself
+    assert move_towards(query, nearest[:0], 0.5) is query
+    assert move_towards(query, nearest, 0.0) is query
+    assert nearest_rows(anchors[:0], pool).shape[0] == 0
+
+
 def test_language_offset_shifts_the_score_per_language() -> None:
     vectors = np.stack([_unit(1, 1, 0, 0)])  # cosine 0.707 with the query
     offsets = {"en": np.array([0.3], dtype=np.float32), "uk": np.array([0.1], dtype=np.float32)}
