@@ -83,6 +83,10 @@ class AlertStage:
     _built_at: float = field(default=0.0, init=False, repr=False)
     _feedback_on: bool = field(default=False, init=False, repr=False)
     _means: Mapping[str, Vector] = field(default_factory=dict, init=False, repr=False)
+    #: store searches of the profile build under way (see _best_stored)
+    _searched: dict[tuple[bytes, tuple[str, ...], int], list[tuple[str, Vector]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     # -- the stage
 
@@ -217,13 +221,17 @@ class AlertStage:
         context = overall_mean(means)
         self._feedback_on = self.vectors.count(self.collection) >= MIN_FEEDBACK_COVERAGE
         profiles = {}
-        for topic in self.topics:
-            relevant, not_relevant = self._label_vectors(topic.id, stored)
-            profiles[topic.id] = build_profile(
-                topic, self.embedder, means=means, context=context,
-                relevant=relevant, not_relevant=not_relevant, feedback=self._feedback,
-                language_feedback=self._language_feedback,
-            )  # fmt: skip
+        self._searched = {}
+        try:
+            for topic in self.topics:
+                relevant, not_relevant = self._label_vectors(topic.id, stored)
+                profiles[topic.id] = build_profile(
+                    topic, self.embedder, means=means, context=context,
+                    relevant=relevant, not_relevant=not_relevant, feedback=self._feedback,
+                    language_feedback=self._language_feedback,
+                )  # fmt: skip
+        finally:
+            self._searched = {}  # the coverage moves on: valid for this build only
         self._profiles, self._profiles_key, self._built_at = profiles, key, self.monotonic()
         return profiles
 
@@ -237,13 +245,10 @@ class AlertStage:
         offsets: list[float] = []
         every: list[tuple[str, ...]] = [(lang,) for lang in self.languages] or [()]
         for languages in every:
-            flt = SearchFilter(languages=languages)
-            for hit in self.vectors.search(self.collection, query, filter=flt, limit=k):
-                vector = self._vector(hit.payload.article_id, hit.payload.passage_index)
-                if vector is not None:
-                    rows.append(vector)
-                    mean = means.get(hit.payload.language)
-                    offsets.append(float(query @ mean) if mean is not None else 0.0)
+            for language, vector in self._best_stored(query, languages, k):
+                rows.append(vector)
+                mean = means.get(language)
+                offsets.append(float(query @ mean) if mean is not None else 0.0)
         if not rows:
             return query
         return refine_query(query, np.stack(rows), np.array(offsets, dtype=np.float32), k,
@@ -255,7 +260,7 @@ class AlertStage:
         k = self.policy.language_feedback_passages
         if not k or not self.policy.language_feedback_weight or not self._feedback_on:
             return query
-        rows = self._best_stored(query, language, k)
+        rows = [vector for _, vector in self._per_language(query, language)[:k]]
         if not rows:
             return query
         offsets = np.zeros(len(rows), dtype=np.float32)  # one language: ranking is by cosine
@@ -275,24 +280,37 @@ class AlertStage:
         offsets: list[float] = []
         for other in others:
             mean = self._means.get(other)
-            for vector in self._best_stored(query, other, k):
+            for _, vector in self._per_language(query, other)[:k]:
                 rows.append(vector)
                 offsets.append(float(query @ mean) if mean is not None else 0.0)
         if not rows:
             return np.zeros((0, len(query)), dtype=np.float32)
         anchors = best_passages(query, np.stack(rows), np.array(offsets, dtype=np.float32), k)
-        nearest = [row for anchor in anchors for row in self._best_stored(anchor, language, 1)]
+        nearest = [v for anchor in anchors for _, v in self._best_stored(anchor, (language,), 1)]
         return np.stack(nearest) if nearest else np.zeros((0, len(query)), dtype=np.float32)
 
-    def _best_stored(self, query: Vector, language: str, limit: int) -> list[Vector]:
-        """The vectors of ``language``'s stored passages most similar to ``query``."""
-        flt = SearchFilter(languages=(language,))
-        return [
-            vector
-            for hit in self.vectors.search(self.collection, query, filter=flt, limit=limit)
-            if (vector := self._vector(hit.payload.article_id, hit.payload.passage_index))
-            is not None
-        ]
+    def _per_language(self, query: Vector, language: str) -> list[tuple[str, Vector]]:
+        """One language's best stored passages for ``query``, as many as the per-language
+        feedback or the anchors take: each language's query asks for every other language's
+        anchors, so one search (memoised for the profile build) serves them all."""
+        limit = max(self.policy.language_feedback_passages, self.policy.anchor_passages)
+        return self._best_stored(query, (language,), limit)
+
+    def _best_stored(
+        self, query: Vector, languages: tuple[str, ...], limit: int
+    ) -> list[tuple[str, Vector]]:
+        """(language, vector) of the stored passages most similar to ``query`` (in
+        ``languages``; any when empty), memoised while the profiles are built."""
+        key = (query.tobytes(), languages, limit)
+        if key not in self._searched:
+            flt = SearchFilter(languages=languages)
+            self._searched[key] = [
+                (hit.payload.language, vector)
+                for hit in self.vectors.search(self.collection, query, filter=flt, limit=limit)
+                if (vector := self._vector(hit.payload.article_id, hit.payload.passage_index))
+                is not None
+            ]
+        return self._searched[key]
 
     def _vector(self, article_id: str, passage_index: int) -> Vector | None:
         points = self.vectors.article_points(self.collection, article_id, with_vectors=True)

