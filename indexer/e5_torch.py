@@ -230,15 +230,13 @@ class TorchE5:
                 end += 1
             batch = order[start:end]
             width = _padded(windows[batch[-1]])
-            rows = 1 << (len(batch) - 1).bit_length()  # a power of two: few distinct shapes
-            ids = torch.full((rows, width), self._shape.pad, dtype=torch.long)
-            mask = torch.zeros((rows, width), dtype=torch.bool)
-            mask[len(batch) :, 0] = True  # a filler row attends to one token: no empty softmax
+            ids = torch.full((len(batch), width), self._shape.pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.bool)
             for row, i in enumerate(batch):
                 ids[row, : len(windows[i])] = torch.tensor(windows[i])
                 mask[row, : len(windows[i])] = True
             pooled = self._weights.forward(ids.to(self._device), mask.to(self._device))
-            out[batch] = pooled[: len(batch)]
+            out[batch] = pooled
             start = end
         return out
 
@@ -315,25 +313,36 @@ class _Weights:
         return values.reshape(*ids.shape, self.s.hidden)
 
     def forward(self, ids: Any, mask: Any) -> np.ndarray:
+        """Mean-pooled rows of a padded batch. The linear layers (three quarters of the work)
+        run on the real tokens only, packed into one matrix; only attention sees the padding."""
         torch, F, s = self.torch, self.F, self.s
         with torch.inference_mode():
             batch, width = ids.shape
-            x = self._word_vectors(ids) + self.position[:width] + self.token_type
+            real = mask.reshape(-1).nonzero().squeeze(1)  # flat positions of real tokens
+            count = real.numel()
+            # the packed matrix's height rounded up (repeating a token): oneDNN compiles a
+            # kernel per shape, so unrounded heights would compile new ones all the time
+            height = -(-count // PAD_TO) * PAD_TO
+            packed = torch.cat([real, real[:1].expand(height - count)])
+            x = self._word_vectors(ids.reshape(-1)[packed])
+            x = x + self.position[packed % width] + self.token_type
             x = F.layer_norm(x, (s.hidden,), *self.embed_norm, s.eps).to(self.dtype)
             attend = mask[:, None, None, :]
             heads, size = s.heads, s.hidden // s.heads
+            spread = torch.zeros((batch * width, 3 * s.hidden), dtype=self.dtype, device=x.device)
             for ly in self.layers:
-                qkv = F.linear(x, ly["qkv"], ly["qkv_bias"])
-                q, k, v = qkv.view(batch, width, 3, heads, size).permute(2, 0, 3, 1, 4)
+                spread[real] = F.linear(x, ly["qkv"], ly["qkv_bias"])[:count]
+                q, k, v = spread.view(batch, width, 3, heads, size).permute(2, 0, 3, 1, 4)
                 context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
-                context = context.transpose(1, 2).reshape(batch, width, s.hidden)
+                context = context.transpose(1, 2).reshape(batch * width, s.hidden)[packed]
                 x = self._norm(
                     x, F.linear(context, ly["out"], ly["out_bias"]), ly["attention_norm"]
                 )
                 up = F.gelu(F.linear(x, ly["up"], ly["up_bias"]))
                 x = self._norm(x, F.linear(up, ly["down"], ly["down_bias"]), ly["output_norm"])
-            weights = mask.to(torch.float32)[..., None]
-            pooled = (x.float() * weights).sum(1) / weights.sum(1)
+            rows = torch.zeros((batch, s.hidden), dtype=torch.float32, device=x.device)
+            rows.index_add_(0, real // width, x[:count].float())
+            pooled = rows / mask.sum(1, keepdim=True)
             result: np.ndarray = pooled.cpu().numpy()
             return result
 
