@@ -276,6 +276,8 @@ def resolve_precision(torch: Any, device: Any, precision: str) -> str:
         raise ValueError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
     if precision == "int8" and device.type != "cpu":
         raise ValueError(f"precision int8 runs on the CPU only, not {device.type}")
+    if precision == "int8" and (problem := int8_matmul_problem(torch)) is not None:
+        raise ValueError(f"precision int8: {problem}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -289,9 +291,20 @@ def resolve_precision(torch: Any, device: Any, precision: str) -> str:
 
     if has("_is_amx_tile_supported"):
         return "bfloat16"
-    if has("_is_vnni_supported"):
+    if has("_is_vnni_supported") and int8_matmul_problem(torch) is None:
         return "int8"
     return "bfloat16" if has("_is_avx512_bf16_supported") else "float32"
+
+
+def int8_matmul_problem(torch: Any) -> str | None:
+    """Why this torch cannot multiply int8 matrices on the CPU (``torch._int_mm``: torch 2.2
+    and later), or None."""
+    try:
+        a = torch.ones((32, 32), dtype=torch.int8)
+        product = torch._int_mm(a, a)
+    except (AttributeError, RuntimeError, NotImplementedError) as e:
+        return f"torch {getattr(torch, '__version__', '?')} has no CPU int8 matmul ({e})"
+    return None if int(product[0, 0]) == 32 else "torch._int_mm gave a wrong product"
 
 
 class _Int8Matrix:

@@ -494,9 +494,21 @@ class _FakeCpu:
 
 
 class _FakeTorch:
-    def __init__(self, *units: str, cuda_bf16: bool = True) -> None:
+    """The parts of torch that ``resolve_precision`` asks; ``int8_matmul``: whether
+    ``torch._int_mm`` exists (torch >= 2.2)."""
+
+    __version__ = "2.x"
+    int8 = np.int8
+
+    def __init__(self, *units: str, cuda_bf16: bool = True, int8_matmul: bool = True) -> None:
         self.cpu = _FakeCpu(*units)
         self.cuda = type("cuda", (), {"is_bf16_supported": staticmethod(lambda: cuda_bf16)})
+        if int8_matmul:
+            self._int_mm = lambda a, b: a.astype(np.int32) @ b.astype(np.int32)
+
+    @staticmethod
+    def ones(shape: tuple[int, int], dtype: object) -> np.ndarray:
+        return np.ones(shape, dtype=dtype)
 
 
 @pytest.mark.parametrize(
@@ -530,6 +542,13 @@ def test_precision_mistakes_are_clear_errors() -> None:
 
     cuda = SimpleNamespace(type="cuda")
     assert resolve_precision(_FakeTorch(cuda_bf16=False), cuda, "auto") == "float16"
+    # a torch without a CPU int8 matmul (before 2.2): auto takes the next best, int8 says why
+    old = _FakeTorch("vnni", "avx512_bf16", int8_matmul=False)
+    cpu = SimpleNamespace(type="cpu")
+    assert resolve_precision(old, cpu, "auto") == "bfloat16"
+    assert resolve_precision(_FakeTorch("vnni", int8_matmul=False), cpu, "auto") == "float32"
+    with pytest.raises(ValueError, match=r"precision int8: torch 2.x has no CPU int8 matmul"):
+        resolve_precision(old, cpu, "int8")
     with pytest.raises(ValueError, match="int8 runs on the CPU only, not cuda"):
         resolve_precision(_FakeTorch(), cuda, "int8")
     with pytest.raises(ValueError, match="unknown precision 'int4'"):
