@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -161,7 +161,7 @@ class Indexer:
                 results.append(e)
         if defer_body:
             return results
-        return self._complete_bodies(results, split)
+        return self._complete_bodies(results)
 
     def _embed_leads(
         self, articles: Sequence[Article], split: dict[str, list[Passage] | Exception]
@@ -211,7 +211,7 @@ class Indexer:
         return self._place(article, passages, lead, now, defer_body=defer_body)
 
     def _complete_bodies(
-        self, results: list[IndexReport | Exception], split: dict[str, list[Passage] | Exception]
+        self, results: list[IndexReport | Exception]
     ) -> list[IndexReport | Exception]:
         """Embed, in one call, the bodies that ``index_batch`` left pending."""
         pending = [r for r in results if isinstance(r, IndexReport) and r.body_pending]
@@ -219,7 +219,7 @@ class Indexer:
             return results
         try:
             fresh = [self.store.get_article(r.article_id) for r in pending]  # stories may move
-            bodies = self.index_bodies([a for a in fresh if a is not None], split)
+            bodies = self.index_bodies([a for a in fresh if a is not None])
         except Exception:  # the bodies stay pending: the deferred-body sweep embeds them
             log.exception("embedding the bodies of %d articles failed; deferred", len(pending))
             return results
@@ -237,13 +237,9 @@ class Indexer:
         another model: ``newsmon reindex`` embeds it whole."""
         return self.index_bodies([article])[0]
 
-    def index_bodies(
-        self,
-        articles: Sequence[Article],
-        split: Mapping[str, list[Passage] | Exception] | None = None,
-    ) -> list[BodyReport | None]:
-        """``index_body`` for several articles, with one embedding call. ``split``: their
-        passages as just split for indexing (the same text), to spare splitting again."""
+    def index_bodies(self, articles: Sequence[Article]) -> list[BodyReport | None]:
+        """``index_body`` for several articles, with one embedding call. Their passages come
+        from the split their leads were cut from (``_split`` keeps it) unless it was evicted."""
         due = [a for a in articles if a.body_pending and a.status is ArticleStatus.INDEXED
                and a.index_model == self.embedder.model_id]  # fmt: skip
         if not due:
@@ -251,7 +247,7 @@ class Indexer:
         self.ensure_collection()
         # the text is the one indexed (a new version goes back to `fetched` first), so the
         # split is too: the stored lead stays, the body's points are added beside it
-        bodies = {a.id: self._passages(a, split)[1:] for a in due}
+        bodies = {a.id: self._split(a)[1:] for a in due}
         vectors = iter(self._embed([p for body in bodies.values() for p in body]))
         reports: dict[str, BodyReport] = {}
         for article in due:
@@ -265,13 +261,8 @@ class Indexer:
             reports[article.id] = BodyReport(article.id, len(body), rematch)
         return [reports.get(a.id) for a in articles]
 
-    def _passages(
-        self, article: Article, split: Mapping[str, list[Passage] | Exception] | None
-    ) -> list[Passage]:
-        known = split.get(article.id) if split else None
-        return known if isinstance(known, list) else self._split(article)
-
     def _split(self, article: Article) -> list[Passage]:
+        """The article's passages; kept per text version (id, text hash, title)."""
         key = (article.id, article.text_hash or "", article.title)
         with self._splits_lock:
             known = self._splits.get(key) if article.text_hash else None
