@@ -75,7 +75,7 @@ class MatchPolicy:
 #: of the variants measured, the best mean F1 on the calibration split, at the best threshold).
 #: Scores are language-corrected cosines minus a quarter of the similarity to all coverage, so
 #: the threshold sits below 0, not near 0.8 as for a plain cosine.
-BUNDLED_POLICY = MatchPolicy(threshold=-0.174, contrast=0.25)
+BUNDLED_POLICY = MatchPolicy(threshold=-0.173, contrast=0.25)
 #: for other models nothing was calibrated: the same scoring, a threshold that asks for a
 #: clearer margin (check with ``newsmon topics test`` and set ``threshold`` per topic)
 GENERIC_POLICY = MatchPolicy(threshold=0.06)
@@ -97,7 +97,9 @@ def _empty() -> Matrix:
 @dataclass(frozen=True, slots=True)
 class TopicProfile:
     topic: Topic
-    queries: Matrix  # (k, dim): the description and the name, embedded as queries
+    queries: Matrix  # (k, dim): the description and each aspect it lists, embedded as queries
+    #: what each query stands for ("the description", or the aspect), for a match's reason
+    query_labels: tuple[str, ...] = ()
     #: language -> (k, dim): the queries refined on that language's coverage
     language_queries: Mapping[str, Matrix] = field(default_factory=dict)
     #: language -> (k,) offsets cos(q_lang, m_lang); languages without one get their mean
@@ -145,7 +147,8 @@ def match_article(
         verdict, reason = False, "none of the include keywords occurs"
     elif score >= threshold:
         verdict = True
-        reason = f"score {score:.2f} >= {threshold:.2f} (best passage {index})"
+        reason = f"score {score:.2f} >= {threshold:.2f} (best passage {index}"
+        reason += f"{_closest_aspect(profile, vectors[best], article.language)})"
         if keywords:
             reason += f"; keywords: {', '.join(keywords)}"
     else:
@@ -164,6 +167,15 @@ def passage_scores(
     scores = scores + policy.example_weight * _likeness(vectors, profile.positives)
     scores = scores - policy.negative_weight * _likeness(vectors, profile.negatives)
     return np.asarray(scores, dtype=np.float32)
+
+
+def _closest_aspect(profile: TopicProfile, vector: Vector, language: str) -> str:
+    """``, on <aspect>`` when the passage's best query is one of the description's aspects."""
+    if len(profile.query_labels) < 2:
+        return ""
+    queries = profile.language_queries.get(language, profile.queries)
+    closest = int(np.argmax(queries @ vector - language_offset(profile, language)))
+    return f", on {profile.query_labels[closest]}" if closest else ""
 
 
 def _likeness(vectors: Matrix, examples: Matrix) -> Matrix | float:

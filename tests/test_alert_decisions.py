@@ -78,6 +78,53 @@ def test_the_best_passage_decides_and_is_reported() -> None:
     assert "passage 1" in match.reason
 
 
+def test_a_passage_matched_by_an_aspect_query_names_the_aspect() -> None:
+    profile = _profile(
+        queries=np.stack([_unit(1, 0, 0, 0), _unit(0, 0, 1, 0)]),
+        query_labels=("the description", "a reassurance force"),
+    )
+    vectors = np.stack([_unit(0, 1, 0, 0), _unit(0.1, 0, 1, 0)])
+    match = match_article(profile, ARTICLE, [(0, "lead"), (1, "body")], vectors, PLAIN)
+    assert match.matched
+    assert match.passage == "body"
+    assert "best passage 1, on a reassurance force)" in match.reason
+    # the description itself is not named: it is what every topic matches on
+    lead = np.stack([_unit(1, 0, 0, 0)])
+    assert match_article(profile, ARTICLE, [(0, "x")], lead, PLAIN).reason.endswith("passage 0)")
+
+
+@pytest.mark.parametrize(
+    ("description", "queries"),
+    [
+        (
+            "Security guarantees: a reassurance force, Article 5 (collective defence, "
+            "mutual aid); and ratification.",
+            [
+                "Security guarantees: a reassurance force",
+                "Security guarantees: Article 5 (collective defence, mutual aid)",
+                "Security guarantees: ratification",
+            ],
+        ),
+        (
+            "Переговоры в Абу-Даби: делегации, раунды и повестка, и роль ОАЭ",
+            [
+                "Переговоры в Абу-Даби: делегации",
+                "Переговоры в Абу-Даби: раунды и повестка",
+                "Переговоры в Абу-Даби: роль ОАЭ",
+            ],
+        ),
+        ("Talks in Abu Dhabi between the delegations, rounds and agenda", []),  # no colon
+        ("Donbas: the terms of a withdrawal", []),  # one aspect is the description itself
+    ],
+)
+def test_a_description_lists_aspects_after_its_colon(description: str, queries: list[str]) -> None:
+    from alerts.profiles import query_labels, query_texts
+
+    topic = replace(TOPIC, description=description)
+    assert query_texts(topic) == [description, *queries]
+    assert query_labels(topic) == ["the description", *(q.split(": ", 1)[1] for q in queries)]
+
+
 def test_agreeing_passages_average_the_best_scores() -> None:
     vectors = np.stack([_unit(0, 1, 0, 0), _unit(1, 0, 0, 0), _unit(1, 1, 0, 0)])
     two = replace(PLAIN, agreeing=2)
