@@ -61,6 +61,8 @@ def topic_from_config(config: TopicConfig) -> Topic:
     )
 
 
+#: the colon that opens a description's list: one before a space ("https://", "10:30" are not)
+_LIST_COLON = re.compile(r":\s")
 #: a list's conjunction before its last item, in the four languages ("a, b and c")
 _CONJUNCTION = re.compile(r"^(?:and|or|und|oder|и|или|або|і|й|та)\s+", re.IGNORECASE)
 
@@ -80,9 +82,10 @@ def query_texts(topic: Topic) -> list[str]:
 def _aspects(topic: Topic) -> list[tuple[str, str]]:
     """``(subject, aspect)`` for each item of the list after the description's first colon,
     split at commas and semicolons outside brackets; none without a colon or a list."""
-    subject, colon, listed = topic.description.partition(":")
-    if not colon:
+    colon = _LIST_COLON.search(topic.description)
+    if colon is None:
         return []
+    subject, listed = topic.description[: colon.start()], topic.description[colon.end() :]
     items, depth, start = [], 0, 0
     for at, char in enumerate(listed + ","):
         depth += (char in "([") - (char in ")]")

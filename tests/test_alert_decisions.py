@@ -115,6 +115,7 @@ def test_a_passage_matched_by_an_aspect_query_names_the_aspect() -> None:
         ),
         ("Talks in Abu Dhabi between the delegations, rounds and agenda", []),  # no colon
         ("Donbas: the terms of a withdrawal", []),  # one aspect is the description itself
+        ("Talks at 10:30 (see https://example.org/a, b), rounds, agenda", []),  # no list colon
     ],
 )
 def test_a_description_lists_aspects_after_its_colon(description: str, queries: list[str]) -> None:
