@@ -317,6 +317,12 @@ def test_a_new_story_continues_a_close_earlier_alert_of_the_topic() -> None:
     assert related_alert(lead, "en", NOW, late, threshold, policy) is None  # outside the window
     best = [*members, _member("al-3", "uk", _unit(1, 0.1, 0, 0))]
     assert related_alert(lead, "en", NOW, best, threshold, policy) == "al-3"  # the closest
+    # the default margin: a lead a little under the pair threshold still continues the alert
+    just_under = [_member("al-4", "en", _unit(1, 0.53, 0, 0))]  # cosine 0.884, threshold 0.9
+    assert related_alert(lead, "en", NOW, just_under, threshold, policy) is None
+    assert related_alert(lead, "en", NOW, just_under, threshold, FollowUpPolicy()) == "al-4"
+    far_under = [_member("al-5", "en", _unit(1, 0.6, 0, 0))]  # cosine 0.857
+    assert related_alert(lead, "en", NOW, far_under, threshold, FollowUpPolicy()) is None
 
 
 def _article(**overrides: object) -> Article:
