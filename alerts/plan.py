@@ -79,9 +79,9 @@ def related_alert(
     the pair thresholds), so one event told from different angles in four languages can end up
     as several stories. Within one topic the evidence is stronger - both matched it, days apart
     at most - so a single close article (within ``join_margin`` of the pair threshold)
-    suffices to report the new story as part of the earlier alert instead of alerting again. Measured on
-    the report split (bench/topics.py): alerts per labelled story 1.75 / 1.40 / 1.80 without,
-    see the README for with.
+    suffices to report the new story as part of the earlier alert instead of alerting again.
+    Measured on the report split (bench/topics.py): alerts per labelled story 1.75 / 1.40 /
+    1.80 without, see the README for with.
     """
     best: tuple[float, str] | None = None
     for member in members:
