@@ -180,7 +180,8 @@ class TorchE5:
         # no piece spans a word boundary (only a word's first piece starts with the metaspace),
         # so a Viterbi per word gives the ids of one over the whole text - at half the cost
         self._tokenizer.pre_tokenizer = Split(METASPACE, "merged_with_next")
-        self._weights = _Weights(torch, bundle, self._device, self.precision)
+        kernel = int8_kernel(torch) if self.precision == "int8" else None
+        self._weights = _Weights(torch, bundle, self._device, self.precision, kernel)
         self.dim = s.hidden
         # the embedder counts a text's tokens just before embedding it: tokenize it once
         self._cached_ids = lru_cache(maxsize=4096)(self._tokenize)
@@ -309,6 +310,7 @@ def _has_cpu(torch: Any, unit: str) -> bool:
     return bool(getattr(torch.cpu, f"_is_{unit}_supported", lambda: False)())
 
 
+@lru_cache(maxsize=8)  # probed once per torch: resolve_precision and the engine both ask
 def int8_kernel(torch: Any) -> str | None:
     """The int8 GEMM for this CPU, or None when this torch has none that works:
 
@@ -362,6 +364,12 @@ def _qlinear(torch: Any, x: Any, top: int, packed: Any, scale: Any, zeros: Any) 
     )
 
 
+def _quantise_rows(torch: Any, weight: Any, top: int) -> tuple[Any, Any]:
+    """``weight`` as int8 in -top..top with one float32 scale per output row."""
+    scale = weight.abs().amax(1).clamp_min(1e-12) / top
+    return (weight / scale[:, None]).round().to(torch.int8), scale.float()
+
+
 class _Int8Matrix:
     """A weight matrix as int8 with one scale per output row; ``x @ w.T + bias`` quantises
     each row of ``x`` (one token) to int8 on the fly and multiplies with ``torch._int_mm``
@@ -369,9 +377,8 @@ class _Int8Matrix:
 
     def __init__(self, torch: Any, weight: Any) -> None:
         self.torch = torch
-        scale = weight.abs().amax(1).clamp_min(1e-12) / 127
-        self.values = (weight / scale[:, None]).round().to(torch.int8).t().contiguous()
-        self.scale = scale
+        values, self.scale = _quantise_rows(torch, weight, 127)
+        self.values = values.t().contiguous()
 
     def __call__(self, x: Any, bias: Any) -> Any:
         torch = self.torch
@@ -398,11 +405,9 @@ class _QLinearMatrix:
 
     def __init__(self, torch: Any, weight: Any) -> None:
         self.torch = torch
-        scale = weight.abs().amax(1).clamp_min(1e-12) / self.WEIGHT_MAX
-        values = (weight / scale[:, None]).round().to(torch.int8)
+        values, self.scale = _quantise_rows(torch, weight, self.WEIGHT_MAX)
         self.packed = torch.ops.onednn.qlinear_prepack(values, None)
-        self.scale = scale.float()
-        self.zero = torch.zeros(scale.shape[0], dtype=torch.long)
+        self.zero = torch.zeros(values.shape[0], dtype=torch.long)
 
     def __call__(self, x: Any, bias: Any) -> Any:
         torch, top = self.torch, self.ACTIVATION_MAX
@@ -419,14 +424,16 @@ _MATRICES: Final = ("qkv", "out", "up", "down")
 class _Weights:
     """The transformer (BERT layout, post-LayerNorm, GELU) as plain tensors."""
 
-    def __init__(self, torch: Any, bundle: Bundle, device: Any, precision: str) -> None:
+    def __init__(
+        self, torch: Any, bundle: Bundle, device: Any, precision: str, int8_kernel: str | None
+    ) -> None:
         s, t = bundle.shape, bundle.tensors
         self.torch, self.s = torch, s
         self.F = torch.nn.functional
         self.int8 = precision == "int8"
         # int8: the matmuls are int8, everything around them float32
         dtype = self.dtype = torch.float32 if self.int8 else getattr(torch, precision)
-        self.int8_kernel = int8_kernel(torch) if self.int8 else None
+        self.int8_kernel = int8_kernel
         matrix = _QLinearMatrix if self.int8_kernel == "qlinear" else _Int8Matrix
 
         def f32(name: str, *shape: int) -> Any:
