@@ -78,6 +78,9 @@ class AlertStage:
     story_policy: StoryPolicy = field(default_factory=StoryPolicy)
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic
+    #: stored passages needed before feedback refines the topic queries (a benchmark of a
+    #: small labelled split models a service that has long passed it with 0)
+    min_feedback_coverage: int = MIN_FEEDBACK_COVERAGE
     _profiles: dict[str, TopicProfile] | None = field(default=None, init=False, repr=False)
     _profiles_key: object = field(default=None, init=False, repr=False)
     _built_at: float = field(default=0.0, init=False, repr=False)
@@ -219,7 +222,7 @@ class AlertStage:
         means = {**stored_means, **reference_means(self.embedder.model_id)}
         self._means = means
         context = overall_mean(means)
-        self._feedback_on = self.vectors.count(self.collection) >= MIN_FEEDBACK_COVERAGE
+        self._feedback_on = self.vectors.count(self.collection) >= self.min_feedback_coverage
         profiles = {}
         self._searched = {}
         try:

@@ -321,6 +321,8 @@ def test_a_new_story_continues_a_close_earlier_alert_of_the_topic() -> None:
     just_under = [_member("al-4", "en", _unit(1, 0.53, 0, 0))]  # cosine 0.884, threshold 0.9
     assert related_alert(lead, "en", NOW, just_under, threshold, policy) is None
     assert related_alert(lead, "en", NOW, just_under, threshold, FollowUpPolicy()) == "al-4"
+    not_close_enough = [_member("al-6", "en", _unit(1, 0.56, 0, 0))]  # cosine 0.873: -0.027
+    assert related_alert(lead, "en", NOW, not_close_enough, threshold, FollowUpPolicy()) is None
     far_under = [_member("al-5", "en", _unit(1, 0.6, 0, 0))]  # cosine 0.857
     assert related_alert(lead, "en", NOW, far_under, threshold, FollowUpPolicy()) is None
 
