@@ -476,6 +476,14 @@ def pipeline_bench(
         ],
         rows,
     )
+    # the target reads "at most 1.2 alerts per story": the table holds it per topic
+    # (the stricter reading); over all topics it is the incidences over the (topic, story) pairs
+    for name, _ in splits:
+        mine = [r for r in rows if r[0] == name]
+        alerted = [int(str(r[7]).split("/")[0]) for r in mine]
+        incidences = sum(float(str(r[8])) * n for r, n in zip(mine, alerted, strict=True))
+        overall = incidences / sum(alerted) if sum(alerted) else 0.0
+        print(f"{name}: {overall:.2f} alerts per labelled (topic, story) over all topics")
 
 
 def pipeline_run(
@@ -545,8 +553,8 @@ def pipeline_run(
         topic_alerts = [a for a in alerts if a.topic_id == topic.id]
         stories: dict[str, set[str]] = {}  # labelled story -> alerts that reported it
         for alert in topic_alerts:
-            for article in alert.articles:
-                label = by_id[article.article_id]
+            for reported in alert.articles:
+                label = by_id[reported.article_id]
                 if topic.id in label.topics:
                     stories.setdefault(label.story, set()).add(alert.id)
         per_story = sum(len(a) for a in stories.values()) / len(stories) if stories else 0.0
@@ -620,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         np.savez(
             args.write_reference_means,
             model=np.array(embedder.model_id),
-            **{lang: vector for lang, vector in means.items()},
+            **{lang: vector for lang, vector in means.items()},  # type: ignore[arg-type]
         )
         print(f"wrote {args.write_reference_means}: {', '.join(means)} for {embedder.model_id}")
         return 0
