@@ -343,3 +343,48 @@ def test_a_pause_holds_the_channels_other_deliveries_across_a_restart(
     clock.now = T0 + timedelta(seconds=121)
     asyncio.run(dispatcher.deliver_due())
     assert [m.id for m in restarted.sent] == [first, second]
+
+
+def test_topic_queries_are_refined_once_enough_coverage_is_stored(
+    store: SqlStateStore, tmp_path: Path
+) -> None:
+    """Feedback waits for ``min_feedback_coverage`` stored passages (on a handful, "the best"
+    are all of them); a benchmark of a small split sets 0, as a service past it."""
+    import numpy as np
+
+    from alerts.matching import BUNDLED_POLICY
+    from alerts.stage import MIN_FEEDBACK_COVERAGE, AlertStage
+    from indexer.embed import HashEmbedder
+    from indexer.qdrant_edge import EdgeVectorStore
+    from indexer.types import PassageKind, PassagePayload, Point, point_id
+
+    embedder = HashEmbedder()
+    topic = Topic(id="talks", name="Talks", description="peace talks in Abu Dhabi", channels=())
+    texts = ["peace talks resume in Abu Dhabi", "talks in the Emirates", "a football match"]
+    vectors = EdgeVectorStore(tmp_path / "vectors")
+    vectors.ensure_collection("c", embedder.dim)
+    vectors.upsert("c", [
+        Point(point_id(f"https://x.example/{n}", 0), vector, PassagePayload(
+            article_id=f"a{n}", passage_index=0, kind=PassageKind.LEAD, text=text,
+            url=f"https://x.example/{n}", title=text, language="en", source="x",
+            published_at=T0, story_id=None))
+        for n, (text, vector) in enumerate(
+            zip(texts, embedder.embed_documents(texts), strict=True))
+    ])  # fmt: skip
+
+    def queries(min_feedback_coverage: int) -> np.ndarray:
+        stage = AlertStage(
+            store=store, vectors=vectors, embedder=embedder, collection="c", topics=(topic,),
+            channels=frozenset(), languages=("en",), backfill=timedelta(days=1),
+            policy=BUNDLED_POLICY, min_feedback_coverage=min_feedback_coverage,
+        )  # fmt: skip
+        return np.asarray(stage.profiles()[topic.id].queries)
+
+    try:
+        description = embedder.embed_queries([topic.description])
+        assert len(texts) < MIN_FEEDBACK_COVERAGE
+        np.testing.assert_allclose(queries(MIN_FEEDBACK_COVERAGE), description, atol=1e-6)
+        refined = queries(0)
+        assert not np.allclose(refined, description, atol=1e-3)  # moved towards the coverage
+    finally:
+        vectors.close()
