@@ -132,7 +132,9 @@ def topic_pages(rng: random.Random, per_story: int = 4) -> list[Page]:
             batch = coverage[:per_story] if first_round else coverage[per_story:]
             if batch:
                 batches.append(batch)
-        for a, b in zip(batches[::2], [*batches[1::2], []], strict=True):  # two at a time
+        # two at a time (an odd count leaves the last story alone)
+        none: list[dict[str, Any]] = []
+        for a, b in itertools.zip_longest(batches[::2], batches[1::2], fillvalue=none):
             rows += [r for pair in itertools.zip_longest(a, b) for r in pair if r is not None]
     pages = []
     for r in rows:
