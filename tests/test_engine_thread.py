@@ -106,6 +106,17 @@ def test_the_torch_engine_loads_and_runs_on_the_engine_thread(
     assert threads == {engine_thread_ident()}
 
 
+def test_the_torch_engine_gives_the_same_bits_on_any_thread() -> None:
+    # the thread changes the speed, never the vectors: a store indexed before keeps matching
+    if missing := _missing("torch", "tokenizers"):
+        pytest.skip(f"{missing} is not installed (pip install -e '.[torch]')")
+    engine = BundledEmbedder(engine="torch", precision="int8")._engine
+    windows = sorted((engine._windows(text, False)[0] for text in TEXTS), key=len)
+    here = engine._forward_batch(windows)  # on this thread, with an OpenMP team of its own
+    there = on_engine_thread(engine._forward_batch, windows)
+    np.testing.assert_array_equal(here, there)
+
+
 def test_sentence_transformers_load_and_run_on_the_engine_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
