@@ -19,6 +19,7 @@ runs at once (no deadlock when engine code calls engine code).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,16 @@ def _engine_executor() -> ThreadPoolExecutor:
                 max_workers=1, thread_name_prefix=THREAD_NAME, initializer=_remember_ident
             )
         return _executor
+
+
+def _forget_in_child() -> None:
+    """A forked child has no engine thread (only the forking thread survives a fork): it
+    starts its own on first use instead of queueing work for a thread that is not there."""
+    global _executor, _ident, _lock
+    _executor, _ident, _lock = None, None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def on_engine_thread(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -10,7 +10,11 @@ on each real engine; the speed it buys is measured by ``bench/ingest.py --index`
 from __future__ import annotations
 
 import importlib.util
+import os
+import select
+import signal
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -57,6 +61,31 @@ def test_results_and_exceptions_come_back_to_the_caller() -> None:
 def test_a_call_from_the_engine_thread_runs_at_once() -> None:
     # engine code calling engine code must not wait for itself (a deadlock)
     assert on_engine_thread(on_engine_thread, _where) == on_engine_thread(_where)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_forked_child_gets_an_engine_thread_of_its_own() -> None:
+    on_engine_thread(_where)  # the parent's engine thread is running
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            ident, _ = on_engine_thread(_where)
+            os.write(write, b"ok" if ident != threading.get_ident() else b"same thread")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as answer:
+            # a child that queued work for the parent's thread would wait forever: bounded here
+            ready, _, _ = select.select([answer], [], [], 30)
+            assert ready, "the forked child's call never returned"
+            assert answer.read() == b"ok"
+    finally:
+        os.kill(child, signal.SIGKILL)  # gone already when it answered; else it would hang
+        os.waitpid(child, 0)
 
 
 def _record_threads(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> set[int]:
