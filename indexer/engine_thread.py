@@ -6,10 +6,12 @@ teams and, once they outnumber the cores, its idle threads stop spinning between
 regions and sleep on a futex: a forward pass has ~150 regions a batch, and on 2 cores that costs
 a quarter of the throughput. The service calls the embedder from the event loop's worker
 threads (``asyncio.to_thread`` picks any of them), and loads it in yet another, so several
-teams existed. Measured with the int8 torch engine on a 2-core Zen 4: 6,400-6,900 tokens/s
-when one thread loads and runs the engine, 4,200-5,200 from a second thread (24,000 futex
-sleeps and up to 240,000 page faults per 96 passages); the whole pipeline went from 2.7-3.4
-to 4.3-4.5 articles/s (``bench/ingest.py --index``).
+teams existed. The count is process-wide: once a second thread has called in, every team is
+slowed, the loading thread's too. Measured with the int8 torch engine on a 2-core Zen 4
+(``bench/engine_thread.py``): 6,200-6,400 tokens/s when one thread loads and runs the engine,
+4,600-5,300 from a second thread (24,500 context switches per 96 passages against 64); the
+whole pipeline went from a median of 3.31 to 4.04 articles/s (``bench/ingest.py --index``,
+interleaved runs).
 
 So every call into an engine - loading it, each batch of a forward pass - runs on this one
 thread. Work is queued in order, batch by batch: a search query waits for at most one batch of
