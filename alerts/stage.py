@@ -24,6 +24,7 @@ from alerts.matching import (
     MatchPolicy,
     TopicProfile,
     best_passages,
+    compete,
     match_article,
     move_towards,
     refine_query,
@@ -124,11 +125,18 @@ class AlertStage:
         passages, vectors = self._passages(article.id)
         if not passages:
             return []
-        view = _view(article)
-        return [
-            match_article(profile, view, passages, vectors, self.policy)
-            for profile in self.profiles(labels=labels).values()
-        ]
+        return self._verdicts(self.profiles(labels=labels), _view(article), passages, vectors)
+
+    def _verdicts(
+        self,
+        profiles: Mapping[str, TopicProfile],
+        view: ArticleView,
+        passages: list[tuple[int, str]],
+        vectors: Matrix,
+    ) -> list[Match]:
+        """Every topic's verdict on one article, after the topics competed for it."""
+        first = [match_article(p, view, passages, vectors, self.policy) for p in profiles.values()]
+        return compete(first, self.policy)
 
     def _plan(self, topic_id: str, article: Article, now: datetime) -> AlertMessage | None:
         topic = next(t for t in self.topics if t.id == topic_id)
@@ -350,9 +358,9 @@ class AlertStage:
     ) -> list[ArticleVerdict]:
         """Every stored article the topic matches (or nearly does) in the window, with and
         without the user's labels, best first."""
-        profile = self.profiles()[topic_id]
-        plain = self.profiles(labels=False)[topic_id]
-        candidates = self._candidates(profile, since, until)
+        profiles = self.profiles()
+        plains = self.profiles(labels=False)
+        candidates = self._candidates(profiles[topic_id], since, until)
         articles = self.store.get_articles(candidates)
         verdicts: list[ArticleVerdict] = []
         for article_id in candidates:
@@ -363,10 +371,21 @@ class AlertStage:
             if not passages:
                 continue
             view = _view(article)
-            with_labels = match_article(profile, view, passages, vectors, self.policy)
-            without = match_article(plain, view, passages, vectors, self.policy)
+            with_labels = self._verdict(topic_id, profiles, view, passages, vectors)
+            without = self._verdict(topic_id, plains, view, passages, vectors)
             verdicts.append(ArticleVerdict(article, with_labels, without))
         return sorted(verdicts, key=lambda v: (-v.match.score, v.article.id))
+
+    def _verdict(
+        self,
+        topic_id: str,
+        profiles: Mapping[str, TopicProfile],
+        view: ArticleView,
+        passages: list[tuple[int, str]],
+        vectors: Matrix,
+    ) -> Match:
+        verdicts = self._verdicts(profiles, view, passages, vectors)
+        return next(m for m in verdicts if m.topic_id == topic_id)
 
     def _candidates(
         self, profile: TopicProfile, since: datetime | None, until: datetime | None

