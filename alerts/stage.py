@@ -24,8 +24,7 @@ from alerts.matching import (
     MatchPolicy,
     TopicProfile,
     best_passages,
-    compete,
-    match_article,
+    match_topics,
     move_towards,
     refine_query,
 )
@@ -135,8 +134,7 @@ class AlertStage:
         vectors: Matrix,
     ) -> list[Match]:
         """Every topic's verdict on one article, after the topics competed for it."""
-        first = [match_article(p, view, passages, vectors, self.policy) for p in profiles.values()]
-        return compete(first, self.policy)
+        return match_topics(list(profiles.values()), view, passages, vectors, self.policy)
 
     def _plan(self, topic_id: str, article: Article, now: datetime) -> AlertMessage | None:
         topic = next(t for t in self.topics if t.id == topic_id)

@@ -4,16 +4,17 @@
 
 Fixtures: tests/fixtures/topics (see its README): ``calibration.jsonl``, ``report_a.jsonl`` and
 ``report_b.jsonl`` (the calibration pool, ``CALIBRATION_POOL``) are what the default scoring and
-threshold are chosen on; ``report_d.jsonl`` (other events, written blind) is what the figures
-are reported on; ``report_c.jsonl`` was development data (pass it with ``--report``). Topics
+threshold are chosen on; ``report_e.jsonl`` (other events, written blind) is what the figures
+are reported on; ``report_c.jsonl`` and ``report_d.jsonl`` were development data for the
+topics' competition (pass them with ``--report``). Topics
 are the three of the repository's feeds.yaml, from their descriptions alone (examples and
 negatives unused unless a row says so).
 
 1. Scoring variants (pure: ``alerts.matching.passage_scores`` over the project's passages and
-   the bundled model, then ``alerts.matching.compete`` across the topics): for each, the one
-   threshold shared by all topics that maximises the mean F1 on the calibration split, then
-   P/R/F1 on the report split at that threshold, and the hindsight-best F1 on the report split
-   for reference.
+   the bundled model, then the topics' competition as in ``alerts.matching.match_topics``):
+   for each, the one threshold shared by all topics that maximises the mean F1 on the
+   calibration split, then P/R/F1 on the report split at that threshold, and the
+   hindsight-best F1 on the report split for reference.
 2. The whole project pipeline at the calibrated default (``alerts.matching.BUNDLED_POLICY``),
    on each calibration file (``calibration_multiday.jsonl``: stories told over several days,
    for the follow-up policy) and on the report split, each in a store of its own: articles
@@ -56,12 +57,12 @@ from alerts.matching import (  # noqa: E402
     BUNDLED_POLICY,
     MatchPolicy,
     TopicProfile,
+    against_rival,
     article_score,
-    compete,
     passage_scores,
 )
 from alerts.profiles import build_profile, topic_from_config  # noqa: E402
-from alerts.types import Match, Topic  # noqa: E402
+from alerts.types import Topic  # noqa: E402
 from indexer.e5_torch import PRECISIONS  # noqa: E402
 from indexer.embed import BundledEmbedder  # noqa: E402
 from indexer.passages import split_passages  # noqa: E402
@@ -72,8 +73,8 @@ BACKGROUND = ROOT / "tests" / "fixtures" / "retrieval" / "articles.jsonl"
 LANGUAGES = ("de", "en", "ru", "uk")
 #: what the default threshold and weights are chosen on: the first calibration split, and the
 #: first report split's two files, which earlier choices were looked at on (so they no longer
-#: report anything); report_c.jsonl was the development file for the rival contrast, and
-#: report_d.jsonl, written blind, is the report split
+#: report anything); report_c.jsonl and report_d.jsonl were development data for the rival
+#: contrast, and report_e.jsonl, written blind, is the report split
 CALIBRATION_POOL = ("calibration.jsonl", "report_a.jsonl", "report_b.jsonl")
 TARGET_F1 = 0.9
 TARGET_ALERTS_PER_STORY = 1.2
@@ -333,32 +334,43 @@ def simulated_labels(
     return relevant, not_relevant
 
 
+#: per topic, per article: its passages' scores (``alerts.matching.passage_scores``)
+PassageScores = dict[str, dict[str, Matrix]]
+
+
 def competed(
-    scores: dict[str, dict[str, float]], threshold: float, weight: float
+    scores: PassageScores, threshold: float, weight: float, agreeing: int
 ) -> dict[str, dict[str, float]]:
-    """The scores once the topics competed for each article (``alerts.matching.compete``, at
-    ``threshold`` for every topic)."""
+    """Article scores once the topics competed for each article's passages at ``threshold``
+    for every topic (as ``alerts.matching.match_topics``: the rivals are the other topics
+    whose score alone reaches it)."""
+    alone = {topic: {a: article_score(p, agreeing) for a, p in by.items()}
+             for topic, by in scores.items()}  # fmt: skip
     if not weight:
-        return scores
-    policy = replace(BUNDLED_POLICY, rival_contrast=weight)
+        return alone
     result: dict[str, dict[str, float]] = {topic: {} for topic in scores}
-    for article in next(iter(scores.values())):
-        first = [Match(topic, article, by[article] >= threshold, by[article], threshold, "", 0)
-                 for topic, by in scores.items()]  # fmt: skip
-        for match in compete(first, policy):
-            result[match.topic_id][article] = match.score
+    for topic, by in scores.items():
+        for article, passages in by.items():
+            rivals = [scores[u][article] for u in scores
+                      if u != topic and alone[u][article] >= threshold]  # fmt: skip
+            if not rivals:
+                result[topic][article] = alone[topic][article]
+                continue
+            adjusted = against_rival(passages, np.max(np.stack(rivals), axis=0), weight)
+            result[topic][article] = article_score(adjusted, agreeing)
     return result
 
 
 def best_threshold(
-    scores: dict[str, dict[str, float]], items: Sequence[Item], rivals: float = 0.0
+    scores: PassageScores, items: Sequence[Item], rivals: float = 0.0, agreeing: int = 2
 ) -> float:
     """The one threshold (shared by all topics) with the best mean F1 (the topics competing
     with weight ``rivals``)."""
-    values = sorted({round(s, 3) for per_topic in scores.values() for s in per_topic.values()})
+    alone = competed(scores, 0.0, 0.0, agreeing)
+    values = sorted({round(s, 3) for per_topic in alone.values() for s in per_topic.values()})
     best, best_f1 = 0.0, -1.0
     for threshold in values:
-        f1 = mean_f1(competed(scores, threshold, rivals), items, threshold)
+        f1 = mean_f1(competed(scores, threshold, rivals, agreeing), items, threshold)
         if f1 > best_f1:
             best, best_f1 = threshold, f1
     return best
@@ -432,33 +444,30 @@ def variants_bench(
     rows = []
     for variant in variants:
 
-        def scores(name: str, variant: Variant = variant) -> dict[str, dict[str, float]]:
-            result: dict[str, dict[str, float]] = {}
+        def scores(name: str, variant: Variant = variant) -> PassageScores:
+            result: PassageScores = {}
             for topic in topics:
                 labelled = simulated_labels(topic, variant.labels, plain_cal, calibration,
                                             vectors["cal"])  # fmt: skip
                 profile = profile_for(topic, embedder, means, variant, coverage[name], labelled)
                 result[topic.id] = {
-                    i.id: article_score(
-                        passage_scores(profile, vectors[name][i.id], variant.policy, i.language),
-                        variant.policy.agreeing,
-                    )
+                    i.id: passage_scores(profile, vectors[name][i.id], variant.policy, i.language)
                     for i in splits[name]
                 }
             return result
 
         cal, rep = scores("cal"), scores("rep")
+        rivals, agreeing = variant.policy.rival_contrast, variant.policy.agreeing
         if variant.labels == 0 and variant.policy == default and not variant.examples:
             # the default's scores: what the simulated user saw
-            plain_cal.update(competed(cal, BUNDLED_POLICY.threshold, variant.policy.rival_contrast))
+            plain_cal.update(competed(cal, BUNDLED_POLICY.threshold, rivals, agreeing))
         # labels do not recalibrate anything: the default threshold stays
-        rivals = variant.policy.rival_contrast
         threshold = (BUNDLED_POLICY.threshold if variant.labels
-                     else best_threshold(cal, calibration, rivals))  # fmt: skip
-        results = per_topic(competed(rep, threshold, rivals), report, threshold)
-        best = best_threshold(rep, report, rivals)
-        hindsight = mean_f1(competed(rep, best, rivals), report, best)
-        cal_f1 = mean_f1(competed(cal, threshold, rivals), calibration, threshold)
+                     else best_threshold(cal, calibration, rivals, agreeing))  # fmt: skip
+        results = per_topic(competed(rep, threshold, rivals, agreeing), report, threshold)
+        best = best_threshold(rep, report, rivals, agreeing)
+        hindsight = mean_f1(competed(rep, best, rivals, agreeing), report, best)
+        cal_f1 = mean_f1(competed(cal, threshold, rivals, agreeing), calibration, threshold)
         rows.append([variant.name, threshold, cal_f1,
                      *(f"{results[t.id].precision:.2f}/{results[t.id].recall:.2f}/"
                        f"{results[t.id].f1:.3f}" for t in topics),
@@ -669,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--calibration", nargs="+", default=list(CALIBRATION_POOL))
-    parser.add_argument("--report", nargs="+", default=["report_d.jsonl"])
+    parser.add_argument("--report", nargs="+", default=["report_e.jsonl"])
     parser.add_argument(
         "--pipeline-calibration",
         nargs="*",

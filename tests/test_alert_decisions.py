@@ -10,11 +10,10 @@ import pytest
 
 from alerts.dispatch import RetryPolicy, next_attempt
 from alerts.keywords import found
-from alerts.matching import ArticleView, MatchPolicy, TopicProfile, compete, match_article
+from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article, match_topics
 from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.types import (
     AlertArticle,
-    Match,
     MessageKind,
     StoredMatch,
     Topic,
@@ -232,49 +231,54 @@ def test_examples_pull_and_negatives_push() -> None:
     assert low.score < 0.51
 
 
-def _verdict(topic: str, score: float, threshold: float = -0.18, *, matched: bool | None = None,
-             index: int = 0) -> Match:  # fmt: skip
-    hit = score >= threshold if matched is None else matched
-    return Match(topic, "a1", hit, score, threshold, "p", index, reason=f"first {topic}")
+RIVALS = MatchPolicy(threshold=0.6, contrast=0.0, agreeing=1, feedback_passages=0,
+                     rival_contrast=0.5)  # fmt: skip
+TERRITORY = replace(TOPIC, id="territory", name="Territory")
 
 
-RIVALS = MatchPolicy(threshold=-0.18, rival_contrast=0.5)
+def _rivals() -> list[TopicProfile]:
+    """The talks (query e0) and the territory (query e1) as neighbouring topics."""
+    return [_profile(), _profile(topic=TERRITORY, queries=np.stack([_unit(0, 1, 0, 0)]))]
 
 
-def test_an_article_another_topic_claims_better_loses_half_the_gap() -> None:
-    talks, territory = compete([_verdict("talks", -0.150), _verdict("territory", -0.175)], RIVALS)
-    assert (talks.matched, talks.score, talks.reason) == (True, -0.150, "first talks")
-    assert territory.score == pytest.approx(-0.175 - 0.5 * 0.025)
+def test_an_article_another_topic_fits_better_loses_half_the_gap() -> None:
+    vectors = np.stack([_unit(1, 0.8, 0, 0)])  # 0.781 with the talks, 0.625 with the territory
+    talks, territory = match_topics(_rivals(), ARTICLE, [(0, "x")], vectors, RIVALS)
+    assert talks == match_article(_profile(), ARTICLE, [(0, "x")], vectors, RIVALS)
+    assert territory.score == pytest.approx(0.625 - 0.5 * (0.781 - 0.625), abs=1e-3)
     assert not territory.matched
-    assert territory.reason == "score -0.188 < -0.180: talks fits it better (-0.150; -0.175 before)"
+    assert territory.reason == "score 0.547 < 0.600: abu-dhabi-talks fits it better (0.625 alone)"
 
 
-def test_an_article_about_two_topics_keeps_both() -> None:
-    talks, territory = compete([_verdict("talks", -0.160), _verdict("territory", -0.166)], RIVALS)
-    assert talks.matched
-    assert territory.matched
-    assert territory.score == pytest.approx(-0.169)
-    assert territory.reason.startswith("first territory; talks fits it better")
+def test_an_article_about_two_topics_keeps_each_topics_own_passages() -> None:
+    vectors = np.stack([_unit(1, 0.2, 0, 0), _unit(0.5, 1, 0, 0)])  # one passage on each
+    policy = replace(RIVALS, threshold=0.87)
+    talks, territory = match_topics(_rivals(), ARTICLE, [(0, "a"), (1, "b")], vectors, policy)
+    assert (talks.matched, talks.passage_index) == (True, 0)
+    assert (territory.matched, territory.passage_index) == (True, 1)
+    assert territory.score == pytest.approx(0.894, abs=1e-3)  # its passage is its own
+    # competing by article scores instead would have cost it 0.5 x (0.981 - 0.894)
+    assert territory.score - 0.5 * (talks.score - territory.score) < policy.threshold
 
 
 @pytest.mark.parametrize(
-    "rival",
+    ("talks", "policy"),
     [
-        _verdict("talks", -0.190),  # below its threshold: it does not claim the article
-        _verdict("talks", -0.150, matched=False),  # an include/exclude keyword or scope said no
-        _verdict("talks", -0.177),  # it matches, but less well than the topic itself
+        ({"threshold": 0.79}, RIVALS),  # the talks score 0.781: under their own threshold
+        ({"exclude": ("Delegations",)}, RIVALS),  # an exclude keyword rules the talks out
+        ({"languages": ("ru",)}, RIVALS),  # the article is out of the talks' scope
+        ({}, replace(RIVALS, rival_contrast=0.0)),  # competition off
     ],
 )
-def test_only_a_better_matching_rival_counts(rival: Match) -> None:
-    own = _verdict("territory", -0.176)
-    assert compete([rival, own], RIVALS)[1] == own
-
-
-def test_no_rival_contrast_or_no_passages_leaves_verdicts_alone() -> None:
-    verdicts = [_verdict("talks", -0.150), _verdict("territory", -0.175)]
-    assert compete(verdicts, replace(RIVALS, rival_contrast=0.0)) == verdicts
-    out_of_scope = _verdict("territory", 0.0, matched=False, index=-1)
-    assert compete([verdicts[0], out_of_scope], RIVALS)[1] == out_of_scope
+def test_only_a_topic_that_matches_the_article_contests_it(
+    talks: dict[str, object], policy: MatchPolicy
+) -> None:
+    vectors = np.stack([_unit(1, 0.8, 0, 0)])
+    rival, territory = _rivals()
+    rival = replace(rival, topic=replace(TOPIC, **talks))
+    alone = match_article(territory, ARTICLE, [(0, "x")], vectors, policy)
+    assert alone.matched
+    assert match_topics([rival, territory], ARTICLE, [(0, "x")], vectors, policy)[1] == alone
 
 
 # -- planning -----------------------------------------------------------------------------------
