@@ -203,17 +203,20 @@ def match_topics(
     them fits better loses ``rival_contrast`` times the gap (``against_rival``). A passage
     belongs first to the topic it fits best: an article about two topics keeps each topic's
     own passages, one about a neighbour loses them all. A topic that no other topic's match
-    contests scores as it would alone."""
+    contests scores as it would alone, and so does a topic set not to compete (``compete:
+    false``: a broad topic that contains the others would lose their articles to them)."""
     first = [match_article(p, article, passages, vectors, policy) for p in profiles]
-    claims = [m for m in first if m.matched]
+    competing = [p.topic.compete for p in profiles]
+    claims = [m for m, c in zip(first, competing, strict=True) if m.matched and c]
     if not policy.rival_contrast or not claims:
         return first
     scores = {m.topic_id: passage_scores(p, vectors, policy, article.language)
-              for p, m in zip(profiles, first, strict=True) if m.matched}  # fmt: skip
+              for p, m, c in zip(profiles, first, competing, strict=True)
+              if m.matched and c}  # fmt: skip
     verdicts = []
     for profile, match in zip(profiles, first, strict=True):
         rivals = [m for m in claims if m.topic_id != match.topic_id]
-        if not rivals or match.passage_index < 0:
+        if not rivals or match.passage_index < 0 or not profile.topic.compete:
             verdicts.append(match)
             continue
         named = max(rivals, key=lambda m: m.score).topic_id

@@ -58,6 +58,7 @@ def topic_from_config(config: TopicConfig) -> Topic:
         threshold=config.threshold,
         examples=config.examples,
         negatives=config.negatives,
+        compete=config.compete,
     )
 
 

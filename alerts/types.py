@@ -46,6 +46,7 @@ class Topic:
     threshold: float | None = None  # None: the calibrated default
     examples: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
+    compete: bool = True  # False: scored alone, and never a rival of the other topics
 
 
 @dataclass(frozen=True, slots=True)

@@ -448,6 +448,7 @@ def cmd_topics_list(args: argparse.Namespace, config: Any) -> int:
             "channels": list(t.channels),
             "languages": list(t.languages),
             "threshold": t.threshold,
+            "compete": t.compete,
             "matches": sum(1 for m in matches if m.topic_id == t.id),
             "alerts": sum(1 for r in records if r.topic_id == t.id),
             "labels": sum(1 for topic, _, _ in labels if topic == t.id),

@@ -436,6 +436,9 @@ class TopicConfig(_Model):
     threshold: float | None = Field(default=None, ge=-1, le=1)
     examples: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
+    #: neighbouring topics compete for an article's passages (alerts/matching.py
+    #: ``match_topics``); false for a broad topic that contains others
+    compete: bool = True
 
 
 class EmailChannelConfig(_Model):

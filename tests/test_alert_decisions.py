@@ -261,6 +261,17 @@ def test_an_article_about_two_topics_keeps_each_topics_own_passages() -> None:
     assert territory.score - 0.5 * (talks.score - territory.score) < policy.threshold
 
 
+def test_a_topic_set_not_to_compete_neither_loses_nor_takes_articles() -> None:
+    vectors = np.stack([_unit(1, 0.8, 0, 0)])
+    talks, territory = _rivals()
+    broad = replace(territory, topic=replace(TERRITORY, compete=False))
+    alone = [match_article(p, ARTICLE, [(0, "x")], vectors, RIVALS) for p in (talks, broad)]
+    assert match_topics([talks, broad], ARTICLE, [(0, "x")], vectors, RIVALS) == alone
+    # nor does a topic that fits the article better take it from a competing one
+    above = replace(talks, topic=replace(TOPIC, compete=False))
+    assert match_topics([above, territory], ARTICLE, [(0, "x")], vectors, RIVALS)[1].matched
+
+
 @pytest.mark.parametrize(
     ("talks", "policy"),
     [

@@ -977,6 +977,15 @@ delivery: {wait: soon, max_attempts: 0}
     negative = config_of(FEED + "topics: [{id: t, name: T, description: d, channels: [], "
                                 "threshold: -0.2}]\n")  # fmt: skip
     assert negative.topics[0].threshold == -0.2
+    assert negative.topics[0].compete is True  # neighbouring topics compete by default
+    broad = config_of(FEED + "topics: [{id: t, name: T, description: d, channels: [], "
+                             "compete: false}]\n")  # fmt: skip
+    assert broad.topics[0].compete is False
+    unsure = FEED + "topics: [{id: t, name: T, description: d, channels: [], compete: maybe}]\n"
+    assert problems_of(unsure) == [
+        "feeds.yaml:5: topics[0].compete: input should be a valid boolean, unable to interpret "
+        "input"
+    ]
     config = config_of(FEED + "delivery: {wait: 2m, first_retry: 10s}\n")
     assert config.delivery.wait.total_seconds() == 120
     assert config.delivery.first_retry.total_seconds() == 10
