@@ -248,7 +248,13 @@ def configured_topics() -> dict[str, Any]:
     return {t["id"]: t for t in seed.get("topics") or []}
 
 
-def write_config(tmp: Path, plan: ServerPlan, ports: list[int], api_port: int) -> Path:
+def write_config(
+    tmp: Path,
+    plan: ServerPlan,
+    ports: list[int],
+    api_port: int,
+    topic_options: dict[str, Any] | None = None,
+) -> Path:
     def url(f: Feed) -> str:
         return f"http://{plan.hosts[f.host]}:{ports[f.host]}{feed_path(f.index)}"
 
@@ -257,7 +263,8 @@ def write_config(tmp: Path, plan: ServerPlan, ports: list[int], api_port: int) -
         "fetch": {"allow_private_addresses": True},
         "schedule": SCHEDULE,
         "feeds": [{"name": f.name, "language": f.language, "url": url(f)} for f in plan.feeds],
-        "topics": [{**t, "channels": [CHANNEL]} for t in configured_topics().values()],
+        "topics": [{**t, **(topic_options or {}), "channels": [CHANNEL]}
+                   for t in configured_topics().values()],
         "channels": {
             CHANNEL: {"type": "webhook", "url": f"http://127.0.0.1:{ports[0]}/hook",
                       "secret": "soak"},
@@ -713,15 +720,22 @@ def analyse(args: argparse.Namespace, plan: ServerPlan, out: Outcome, stats: dic
     # -- latency: appearance -> stored stages, and -> the first webhook POST naming the item
     first_post: dict[int, float] = {}
     posts: Counter[str] = Counter()
+    false_alarms: list[dict[str, Any]] = []  # messages none of whose items carry their topic
     for received, body in stats["hooks"]:
         payload = json.loads(body)
         if payload.get("type") != "alert":
             continue
-        posts[payload["topic"]["id"]] += 1
+        topic = payload["topic"]["id"]
+        posts[topic] += 1
+        reported = []
         for art in payload.get("articles", []):
             if match := _URL_ITEM.search(art.get("url", "")):
                 n = int(match[1])
                 first_post[n] = min(first_post.get(n, math.inf), received)
+                reported.append(n)
+        if reported and not any(topic in items[n].page.topics for n in reported):
+            false_alarms.append({"topic": topic,
+                                 "titles": [items[n].page.title for n in reported]})  # fmt: skip
 
     def since_appearance(n: int, when: Any) -> float:
         return float(when.timestamp() if hasattr(when, "timestamp") else when) - (t0 + items[n].at)
@@ -751,6 +765,7 @@ def analyse(args: argparse.Namespace, plan: ServerPlan, out: Outcome, stats: dic
         "items_alerted": len(alert_lat),
         "items_alerted_labelled_relevant": sum(1 for i in relevant if i.n in alert_lat),
         "items_labelled_relevant": len(relevant),
+        "false_alarms": false_alarms,
     }
     r["latency_s"] = {
         "to_webhook": sorted(alert_lat.values()),
@@ -908,6 +923,13 @@ def render(r: dict[str, Any]) -> str:
         "published). One alert per (topic, story): later coverage of an alerted story waits "
         "for a follow-up (at least 6 h later) or the digest."
     )
+    alarms = [f"\n- {f['topic']}: {'; '.join(_trim(t, 80) for t in f['titles'])}"
+              for f in al["false_alarms"]]  # fmt: skip
+    parts.append(
+        f"\nFalse alarms (messages none of whose items is labelled with their topic; the items "
+        f"of the real corpus carry no labels): {len(al['false_alarms'])} of {al['posts']}"
+        + "".join(alarms)
+    )
 
     iw = r["index_worker"]
     rows = [(k, v["n"], f"{v['mean_s']:.2f} s", f"{v['p95_s']:.2f} s", f"{v['total_s']:.0f} s")
@@ -1042,6 +1064,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results (and samples) here")
     ap.add_argument("--keep", action="store_true", help="keep the data dir and service.log")
     ap.add_argument(
+        "--topic-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a key of every topic (a YAML value), e.g. threshold=-0.173 or compete=false: "
+        "to measure another matcher on the same service run",
+    )
+    ap.add_argument(
         "--tracemalloc",
         action="store_true",
         help="trace Python allocations: where memory grew after the warm-up (slower)",
@@ -1059,7 +1089,8 @@ def main() -> None:
     logs = LogCounter()
     try:
         ports = ready.get(timeout=60)
-        config = write_config(tmp, plan, ports, free_port())
+        options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.topic_option)}
+        config = write_config(tmp, plan, ports, free_port(), options)
         _log_to(tmp / "service.log", logs)
         print(f"[soak] {len(plan.feeds)} feeds, {len(plan.items)} items to publish, "
               f"{args.duration:.0f} s; data in {tmp}", file=sys.stderr, flush=True)  # fmt: skip
