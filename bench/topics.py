@@ -415,6 +415,10 @@ def variants_bench(
         Variant("+ per-language feedback", no_anchors),
         Variant("+ cross-language anchors", alone),
         Variant("+ rival contrast 0.5 (the project default)", default),
+        Variant(
+            "  default before the stage's feedback starts (a young store)",
+            replace(default, feedback_passages=0, language_feedback_passages=0, anchor_passages=0),
+        ),
         Variant("  default, anchors 10", replace(default, anchor_passages=10)),
         Variant("  default, anchor weight 0.25", replace(default, anchor_weight=0.25)),
         Variant("  default, anchor weight 1.0", replace(default, anchor_weight=1.0)),
