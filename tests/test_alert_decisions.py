@@ -10,7 +10,14 @@ import pytest
 
 from alerts.dispatch import RetryPolicy, next_attempt
 from alerts.keywords import found
-from alerts.matching import ArticleView, MatchPolicy, TopicProfile, match_article, match_topics
+from alerts.matching import (
+    ArticleView,
+    MatchPolicy,
+    TopicProfile,
+    match_article,
+    match_topics,
+    passage_scores,
+)
 from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.types import (
     AlertArticle,
@@ -448,3 +455,40 @@ def test_a_topic_that_cannot_be_embedded_is_named_in_the_error() -> None:
     with pytest.raises(TopicError, match="topic 'abu-dhabi-talks': cannot embed") as raised:
         build_profile(TOPIC, Broken(), means={}, context=None)
     assert isinstance(raised.value.__cause__, EmbedderError)
+
+
+def test_the_topic_benchmark_competes_as_the_matcher_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/topics.py scores thousands of threshold candidates on passage scores: its
+    ``competed`` must give the scores ``match_topics`` gives (the same rivals, the same
+    arithmetic), or the benchmark calibrates another matcher."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "topics.py"
+    spec = importlib.util.spec_from_file_location("bench_topics", path)
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)  # it sets it
+    monkeypatch.setattr(sys, "path", list(sys.path))  # and puts the repository first
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(7)
+    policy = MatchPolicy(threshold=0.3, contrast=0.0, agreeing=2, feedback_passages=0,
+                         rival_contrast=0.5)  # fmt: skip
+    profiles = [_profile(topic=replace(TOPIC, id=f"t{n}"), queries=np.stack([_unit(*q)]))
+                for n, q in enumerate([(1, 0, 0, 0), (0.8, 1, 0, 0), (0, 0.3, 1, 0)])]  # fmt: skip
+    articles = {f"a{n}": rng.normal(size=(int(rng.integers(1, 5)), 4)).astype(np.float32)
+                for n in range(40)}  # fmt: skip
+    articles = {a: v / np.linalg.norm(v, axis=1, keepdims=True) for a, v in articles.items()}
+    scores = {p.topic.id: {a: passage_scores(p, v, policy, "en") for a, v in articles.items()}
+              for p in profiles}  # fmt: skip
+    expected = bench.competed(scores, policy.threshold, policy.rival_contrast, policy.agreeing)
+    contested = 0
+    for article, vectors in articles.items():
+        passages = [(i, "x") for i in range(len(vectors))]
+        for match in match_topics(profiles, ARTICLE, passages, vectors, policy):
+            assert match.score == pytest.approx(expected[match.topic_id][article], abs=1e-6)
+            contested += "fits it better" in match.reason
+    assert contested > 10  # the data exercises the competition
