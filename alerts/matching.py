@@ -146,16 +146,19 @@ def match_article(
     vectors: Matrix,
     policy: MatchPolicy,
     rival: Rival | None = None,
+    scores: Matrix | None = None,
 ) -> Match:
     """Score one article (its passages ``(index, text)`` and their vectors) against a topic,
-    against the ``rival`` topics' passage scores when other topics match it (``match_topics``)."""
+    against the ``rival`` topics' passage scores when other topics match it (``match_topics``);
+    ``scores``: the passages' scores for this topic when already computed."""
     topic = profile.topic
     threshold = topic.threshold if topic.threshold is not None else policy.threshold
     scope = _out_of_scope(topic, article)
     if scope or not passages:
         return Match(topic.id, article.id, False, 0.0, threshold, "", -1,
                      reason=scope or "no passages")  # fmt: skip
-    scores = passage_scores(profile, vectors, policy, article.language)
+    if scores is None:
+        scores = passage_scores(profile, vectors, policy, article.language)
     alone = article_score(scores, policy.agreeing)
     claimed = ""
     if rival is not None:
@@ -205,14 +208,14 @@ def match_topics(
     own passages, one about a neighbour loses them all. A topic that no other topic's match
     contests scores as it would alone, and so does a topic set not to compete (``compete:
     false``: a broad topic that contains the others would lose their articles to them)."""
-    first = [match_article(p, article, passages, vectors, policy) for p in profiles]
-    competing = [p.topic.compete for p in profiles]
-    claims = [m for m, c in zip(first, competing, strict=True) if m.matched and c]
+    if not passages:
+        return [match_article(p, article, passages, vectors, policy) for p in profiles]
+    scores = {p.topic.id: passage_scores(p, vectors, policy, article.language) for p in profiles}
+    first = [match_article(p, article, passages, vectors, policy, scores=scores[p.topic.id])
+             for p in profiles]  # fmt: skip
+    claims = [m for p, m in zip(profiles, first, strict=True) if m.matched and p.topic.compete]
     if not policy.rival_contrast or not claims:
         return first
-    scores = {m.topic_id: passage_scores(p, vectors, policy, article.language)
-              for p, m, c in zip(profiles, first, competing, strict=True)
-              if m.matched and c}  # fmt: skip
     verdicts = []
     for profile, match in zip(profiles, first, strict=True):
         rivals = [m for m in claims if m.topic_id != match.topic_id]
@@ -222,7 +225,7 @@ def match_topics(
         named = max(rivals, key=lambda m: m.score).topic_id
         best = np.max(np.stack([scores[m.topic_id] for m in rivals]), axis=0)
         verdicts.append(match_article(profile, article, passages, vectors, policy,
-                                      Rival(named, best)))  # fmt: skip
+                                      Rival(named, best), scores[profile.topic.id]))  # fmt: skip
     return verdicts
 
 

@@ -124,17 +124,8 @@ class AlertStage:
         passages, vectors = self._passages(article.id)
         if not passages:
             return []
-        return self._verdicts(self.profiles(labels=labels), _view(article), passages, vectors)
-
-    def _verdicts(
-        self,
-        profiles: Mapping[str, TopicProfile],
-        view: ArticleView,
-        passages: list[tuple[int, str]],
-        vectors: Matrix,
-    ) -> list[Match]:
-        """Every topic's verdict on one article, after the topics competed for it."""
-        return match_topics(list(profiles.values()), view, passages, vectors, self.policy)
+        profiles = list(self.profiles(labels=labels).values())
+        return match_topics(profiles, _view(article), passages, vectors, self.policy)
 
     def _plan(self, topic_id: str, article: Article, now: datetime) -> AlertMessage | None:
         topic = next(t for t in self.topics if t.id == topic_id)
@@ -382,7 +373,8 @@ class AlertStage:
         passages: list[tuple[int, str]],
         vectors: Matrix,
     ) -> Match:
-        verdicts = self._verdicts(profiles, view, passages, vectors)
+        """The topic's verdict once every topic competed for the article (``match_topics``)."""
+        verdicts = match_topics(list(profiles.values()), view, passages, vectors, self.policy)
         return next(m for m in verdicts if m.topic_id == topic_id)
 
     def _candidates(

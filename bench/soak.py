@@ -1033,6 +1033,14 @@ def render(r: dict[str, Any]) -> str:
 # -- main -----------------------------------------------------------------------------------------
 
 
+def _topic_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, the value read as YAML: -0.173 a number, false a boolean)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. compete=false), got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument(
@@ -1067,6 +1075,7 @@ def main() -> None:
         "--topic-option",
         action="append",
         default=[],
+        type=_topic_option,
         metavar="KEY=VALUE",
         help="set a key of every topic (a YAML value), e.g. threshold=-0.173 or compete=false: "
         "to measure another matcher on the same service run",
@@ -1089,8 +1098,7 @@ def main() -> None:
     logs = LogCounter()
     try:
         ports = ready.get(timeout=60)
-        options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.topic_option)}
-        config = write_config(tmp, plan, ports, free_port(), options)
+        config = write_config(tmp, plan, ports, free_port(), dict(args.topic_option))
         _log_to(tmp / "service.log", logs)
         print(f"[soak] {len(plan.feeds)} feeds, {len(plan.items)} items to publish, "
               f"{args.duration:.0f} s; data in {tmp}", file=sys.stderr, flush=True)  # fmt: skip

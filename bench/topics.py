@@ -1,14 +1,13 @@
 """Topic matching quality: precision, recall and F1 per topic, alerts per story.
 
-    .venv/bin/python bench/topics.py            # first run embeds ~1k passages (~2 min), cached
+    .venv/bin/python bench/topics.py            # first run embeds ~2k passages, cached
 
 Fixtures: tests/fixtures/topics (see its README): ``calibration.jsonl``, ``report_a.jsonl`` and
 ``report_b.jsonl`` (the calibration pool, ``CALIBRATION_POOL``) are what the default scoring and
 threshold are chosen on; ``report_e.jsonl`` (other events, written blind) is what the figures
 are reported on; ``report_c.jsonl`` and ``report_d.jsonl`` were development data for the
-topics' competition (pass them with ``--report``). Topics
-are the three of the repository's feeds.yaml, from their descriptions alone (examples and
-negatives unused unless a row says so).
+topics' competition (pass them with ``--report``). Topics are the three of the repository's
+feeds.yaml, from their descriptions alone (examples and negatives unused unless a row says so).
 
 1. Scoring variants (pure: ``alerts.matching.passage_scores`` over the project's passages and
    the bundled model, then the topics' competition as in ``alerts.matching.match_topics``):
