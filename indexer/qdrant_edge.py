@@ -276,7 +276,13 @@ class EdgeVectorStore:
     # -- reads -----------------------------------------------------------------------------------
 
     def search(
-        self, name: str, vector: Vector, *, filter: SearchFilter, limit: int
+        self,
+        name: str,
+        vector: Vector,
+        *,
+        filter: SearchFilter,
+        limit: int,
+        with_vectors: bool = False,
     ) -> list[ScoredPoint]:
         check_limit(limit)
         conditions = _filter(filter)
@@ -286,11 +292,17 @@ class EdgeVectorStore:
             filter=conditions,
             params=self._params[conditions is not None],
             with_payload=True,
+            with_vector=with_vectors,
         )
         with self._calling(name, "searching") as shard:
             hits = shard.query(request)
             return [
-                ScoredPoint(id=str(hit.id), score=float(hit.score), payload=_payload(hit))
+                ScoredPoint(
+                    id=str(hit.id),
+                    score=float(hit.score),
+                    payload=_payload(hit),
+                    vector=_vector(hit.vector) if with_vectors else None,
+                )
                 for hit in hits
             ]
 

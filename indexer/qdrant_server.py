@@ -141,16 +141,27 @@ class ServerVectorStore:
     # -- reads -----------------------------------------------------------------------------------
 
     def search(
-        self, name: str, vector: Vector, *, filter: SearchFilter, limit: int
+        self,
+        name: str,
+        vector: Vector,
+        *,
+        filter: SearchFilter,
+        limit: int,
+        with_vectors: bool = False,
     ) -> list[ScoredPoint]:
         check_limit(limit)
         with self._calling(name, "searching"):
             response = self._client.query_points(
                 name, query=_floats(vector), query_filter=_filter(filter), limit=limit,
-                with_payload=True,
+                with_payload=True, with_vectors=with_vectors,
             )  # fmt: skip
             return [
-                ScoredPoint(id=str(hit.id), score=float(hit.score), payload=_payload(hit))
+                ScoredPoint(
+                    id=str(hit.id),
+                    score=float(hit.score),
+                    payload=_payload(hit),
+                    vector=_vector(hit.vector) if with_vectors else None,
+                )
                 for hit in response.points
             ]
 

@@ -71,9 +71,16 @@ class VectorStore(Protocol):
         ...
 
     def search(
-        self, name: str, vector: Vector, *, filter: SearchFilter, limit: int
+        self,
+        name: str,
+        vector: Vector,
+        *,
+        filter: SearchFilter,
+        limit: int,
+        with_vectors: bool = False,
     ) -> list[ScoredPoint]:
-        """The ``limit`` points most cosine-similar to ``vector`` that pass ``filter``."""
+        """The ``limit`` points most cosine-similar to ``vector`` that pass ``filter`` (with
+        their vectors when asked: the alert stage's feedback reads them)."""
         ...
 
     def set_story(self, name: str, article_ids: Sequence[str], story_id: str) -> None:

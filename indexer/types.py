@@ -78,6 +78,7 @@ class ScoredPoint:
     id: str
     score: float
     payload: PassagePayload
+    vector: Vector | None = None  # when the search was asked for vectors
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,10 +116,10 @@ class CountingStore(EdgeVectorStore):
         super().__init__(path)
         self.searches: list[tuple[tuple[str, ...], int]] = []
 
-    def search(self, name: str, vector: Vector, *, filter: SearchFilter,
-               limit: int) -> list[ScoredPoint]:  # fmt: skip
+    def search(self, name: str, vector: Vector, *, filter: SearchFilter, limit: int,
+               with_vectors: bool = False) -> list[ScoredPoint]:  # fmt: skip
         self.searches.append((filter.languages, limit))
-        return super().search(name, vector, filter=filter, limit=limit)
+        return super().search(name, vector, filter=filter, limit=limit, with_vectors=with_vectors)
 
 
 class GivenQuery:

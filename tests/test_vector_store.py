@@ -222,6 +222,18 @@ def test_search_ranks_by_cosine_similarity(searchable: VectorStore) -> None:
         [math.cos(0.15 * (r + 1)) for r in range(5)], abs=1e-5
     )
     assert hits[0].payload == payload(CORPUS[0])
+    assert all(h.vector is None for h in hits)  # not asked for
+
+
+def test_search_returns_the_stored_vectors_when_asked(searchable: VectorStore) -> None:
+    hits = searchable.search(NAME, QUERY, filter=SearchFilter(), limit=5, with_vectors=True)
+    stored = {p.id: p.vector for p in corpus_points()}
+    assert [h.id for h in hits] == expected_ids(lambda d: True)[:5]
+    for hit in hits:
+        assert hit.vector is not None
+        assert hit.vector.dtype == np.float32
+        np.testing.assert_allclose(hit.vector, stored[hit.id], atol=1e-6)
+        assert float(hit.vector @ QUERY) == pytest.approx(hit.score, abs=1e-5)
 
 
 FILTERS: dict[str, tuple[SearchFilter, Callable[[Doc], bool]]] = {
