@@ -42,7 +42,7 @@ to the guarantees' (see the README's topic matching benchmark).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -78,6 +78,16 @@ class MatchPolicy:
     #: topics compete: where other topics match an article, each passage one of them fits
     #: better loses this share of the gap (``match_topics``; 0: off)
     rival_contrast: float = 0.0
+    #: the default threshold while the topic queries are not refined on stored coverage yet (a
+    #: young store, see ``alerts.stage``): unrefined queries score unrelated news higher
+    #: (None: ``threshold``)
+    cold_threshold: float | None = None
+
+    def before_feedback(self) -> MatchPolicy:
+        """The policy a young store's unrefined queries are matched with."""
+        if self.cold_threshold is None:
+            return self
+        return replace(self, threshold=self.cold_threshold)
 
 
 #: calibrated with the bundled model on the calibration pool (tests/fixtures/topics:

@@ -125,7 +125,18 @@ class AlertStage:
         if not passages:
             return []
         profiles = list(self.profiles(labels=labels).values())
-        return match_topics(profiles, _view(article), passages, vectors, self.policy)
+        return match_topics(profiles, _view(article), passages, vectors, self.current_policy)
+
+    @property
+    def refined(self) -> bool:
+        """Whether the current profiles' queries are refined on stored coverage."""
+        return self._feedback_on
+
+    @property
+    def current_policy(self) -> MatchPolicy:
+        """The policy for the current profiles: a young store's unrefined queries have their
+        own default threshold."""
+        return self.policy if self._feedback_on else self.policy.before_feedback()
 
     def _plan(self, topic_id: str, article: Article, now: datetime) -> AlertMessage | None:
         topic = next(t for t in self.topics if t.id == topic_id)
@@ -304,11 +315,10 @@ class AlertStage:
         key = (query.tobytes(), languages, limit)
         if key not in self._searched:
             flt = SearchFilter(languages=languages)
+            hits = self.vectors.search(self.collection, query, filter=flt, limit=limit,
+                                       with_vectors=True)  # fmt: skip
             self._searched[key] = [
-                (hit.payload.language, vector)
-                for hit in self.vectors.search(self.collection, query, filter=flt, limit=limit)
-                if (vector := self._vector(hit.payload.article_id, hit.payload.passage_index))
-                is not None
+                (hit.payload.language, hit.vector) for hit in hits if hit.vector is not None
             ]
         return self._searched[key]
 
@@ -374,7 +384,9 @@ class AlertStage:
         vectors: Matrix,
     ) -> Match:
         """The topic's verdict once every topic competed for the article (``match_topics``)."""
-        verdicts = match_topics(list(profiles.values()), view, passages, vectors, self.policy)
+        verdicts = match_topics(
+            list(profiles.values()), view, passages, vectors, self.current_policy
+        )
         return next(m for m in verdicts if m.topic_id == topic_id)
 
     def _candidates(
