@@ -78,6 +78,13 @@ class MatchPolicy:
     #: topics compete: where other topics match an article, each passage one of them fits
     #: better loses this share of the gap (``match_topics``; 0: off)
     rival_contrast: float = 0.0
+    #: topics compete for feedback too: a stored passage another competing topic's queries fit
+    #: better does not refine this topic's queries (``owned_rows``)
+    feedback_competition: bool = False
+    #: only stored passages whose score under the unrefined queries is at most this far below
+    #: the topic's threshold refine its queries (None: any): in a young store, a topic's best
+    #: passages are mostly unrelated news, and feedback on them draws the query towards it
+    feedback_margin: float | None = None
     #: the default threshold while the topic queries are not refined on stored coverage yet (a
     #: young store, see ``alerts.stage``): unrefined queries score unrelated news higher
     #: (None: ``threshold``)
@@ -290,6 +297,25 @@ def refine_query(
     if not passages or not weight or not len(candidates):
         return query
     return move_towards(query, best_passages(query, candidates, offsets, passages), weight)
+
+
+def claim_scores(queries: Matrix, offsets: Matrix, vectors: Matrix) -> Matrix:
+    """How well a topic's unrefined queries fit each row: per row, the best of
+    ``vectors @ queries.T - offsets`` (``offsets``: per row and query, the language offset of
+    the row's language)."""
+    fits: Matrix = (vectors @ queries.T - offsets).max(axis=1).astype(np.float32)
+    return fits
+
+
+def owned_rows(own: Matrix, others: Sequence[Matrix]) -> Matrix:
+    """Which rows no other topic fits better than this one (``claim_scores`` of each): a
+    neighbour's coverage that happens to be among a topic's best stored passages - as it is
+    while the topic's own coverage is scarce - would draw the topic's query towards the
+    neighbour."""
+    if not others:
+        return np.ones(len(own), dtype=bool)
+    mask: Matrix = own >= np.max(np.stack(others), axis=0)
+    return mask
 
 
 def best_passages(query: Vector, candidates: Matrix, offsets: Matrix, count: int) -> Matrix:

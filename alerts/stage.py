@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,12 +25,14 @@ from alerts.matching import (
     MatchPolicy,
     TopicProfile,
     best_passages,
+    claim_scores,
     match_topics,
     move_towards,
+    owned_rows,
     refine_query,
 )
 from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
-from alerts.profiles import build_profile, reference_means
+from alerts.profiles import build_profile, query_texts, reference_means
 from alerts.types import AlertMessage, AlertRecord, Match, StoredMatch, Topic
 from indexer.means import language_means, overall_mean
 from indexer.stories import StoryPolicy
@@ -86,6 +89,9 @@ class AlertStage:
     _built_at: float = field(default=0.0, init=False, repr=False)
     _feedback_on: bool = field(default=False, init=False, repr=False)
     _means: Mapping[str, Vector] = field(default_factory=dict, init=False, repr=False)
+    #: the topics' unrefined queries, while the profiles are built (``_own``)
+    _claims: dict[str, Matrix] = field(default_factory=dict, init=False, repr=False)
+    _context: Vector | None = field(default=None, init=False, repr=False)
     #: store searches of the profile build under way (see _best_stored)
     _searched: dict[tuple[bytes, tuple[str, ...], int], list[tuple[str, Vector]]] = field(
         default_factory=dict, init=False, repr=False
@@ -222,6 +228,8 @@ class AlertStage:
         stored = self.store.topic_labels() if labels else []
         key = (tuple(stored), labels)
         fresh = self.monotonic() - self._built_at < PROFILE_TTL_SECONDS
+        # a young store's profiles are rebuilt as soon as they can be refined (_feedback_due)
+        fresh = fresh and (self._feedback_on or not self._feedback_due())
         if self._profiles is not None and fresh and key == self._profiles_key:
             return self._profiles
         # the reference means (fixed, what the threshold was calibrated with); the stored
@@ -234,19 +242,69 @@ class AlertStage:
         profiles = {}
         self._searched = {}
         try:
+            self._claims = self._claim_queries(context)
             for topic in self.topics:
                 relevant, not_relevant = self._label_vectors(topic.id, stored)
                 profiles[topic.id] = build_profile(
                     topic, self.embedder, means=means, context=context,
-                    relevant=relevant, not_relevant=not_relevant, feedback=self._feedback,
-                    language_feedback=self._language_feedback,
+                    relevant=relevant, not_relevant=not_relevant,
+                    feedback=partial(self._feedback, topic_id=topic.id),
+                    language_feedback=partial(self._language_feedback, topic_id=topic.id),
                 )  # fmt: skip
         finally:
             self._searched = {}  # the coverage moves on: valid for this build only
+            self._claims = {}
         self._profiles, self._profiles_key, self._built_at = profiles, key, self.monotonic()
         return profiles
 
-    def _feedback(self, query: Vector, means: Mapping[str, Vector]) -> Vector:
+    def _claim_queries(self, context: Vector | None) -> dict[str, Matrix]:
+        """The topics' unrefined queries, when stored passages are screened before they refine
+        a topic's queries (``_own``)."""
+        self._context = context
+        policy = self.policy
+        if not self._feedback_on or (not policy.feedback_competition
+                                     and policy.feedback_margin is None):  # fmt: skip
+            return {}
+        return {t.id: self.embedder.embed_queries(query_texts(t)) for t in self.topics}
+
+    def _own(self, topic_id: str, rows: list[tuple[str, Vector]]) -> list[tuple[str, Vector]]:
+        """``rows`` that may refine the topic's queries: those its unrefined queries score
+        near its threshold at least (``feedback_margin``), and, when the topics compete for
+        feedback, that no other competing topic fits better (``alerts.matching.owned_rows``)."""
+        if topic_id not in self._claims or not rows:
+            return rows
+        vectors = np.stack([v for _, v in rows])
+        fits = {}
+        for other, queries in self._claims.items():
+            offsets = np.stack([self._offsets(queries, language) for language, _ in rows])
+            fits[other] = claim_scores(queries, offsets, vectors)
+        topic = next(t for t in self.topics if t.id == topic_id)
+        keep = np.ones(len(rows), dtype=bool)
+        if self.policy.feedback_margin is not None:
+            threshold = topic.threshold if topic.threshold is not None else self.policy.threshold
+            scores = fits[topic_id]
+            if self._context is not None and self.policy.contrast:
+                scores = scores - self.policy.contrast * (vectors @ self._context)
+            keep &= scores >= threshold - self.policy.feedback_margin
+        competing = [t.id for t in self.topics if t.compete and t.id != topic_id]
+        if self.policy.feedback_competition and topic.compete and competing:
+            keep &= owned_rows(fits[topic_id], [fits[t] for t in competing])
+        return [row for row, kept in zip(rows, keep, strict=True) if kept]
+
+    def _offsets(self, queries: Matrix, language: str) -> Vector:
+        mean = self._means.get(language)
+        if mean is None:
+            return np.zeros(len(queries), dtype=np.float32)
+        offsets: Vector = (queries @ mean).astype(np.float32)
+        return offsets
+
+    def _feedback_due(self) -> bool:
+        """Whether a young store's unrefined profiles can be refined now: rebuilt as soon as
+        the coverage reaches the feedback floor, not a profile lifetime later (a first poll
+        brings hundreds of articles within minutes)."""
+        return self.vectors.count(self.collection) >= self.min_feedback_coverage
+
+    def _feedback(self, query: Vector, means: Mapping[str, Vector], *, topic_id: str) -> Vector:
         """The query refined on the stored coverage: the best passages of each language by raw
         cosine are the best by corrected score too (the offset is constant per language)."""
         k = self.policy.feedback_passages
@@ -256,7 +314,7 @@ class AlertStage:
         offsets: list[float] = []
         every: list[tuple[str, ...]] = [(lang,) for lang in self.languages] or [()]
         for languages in every:
-            for language, vector in self._best_stored(query, languages, k):
+            for language, vector in self._own(topic_id, self._best_stored(query, languages, k)):
                 rows.append(vector)
                 mean = means.get(language)
                 offsets.append(float(query @ mean) if mean is not None else 0.0)
@@ -265,22 +323,23 @@ class AlertStage:
         return refine_query(query, np.stack(rows), np.array(offsets, dtype=np.float32), k,
                             self.policy.feedback_weight)  # fmt: skip
 
-    def _language_feedback(self, query: Vector, language: str) -> Vector:
+    def _language_feedback(self, query: Vector, language: str, *, topic_id: str) -> Vector:
         """The query refined on one language's best stored passages, then towards that
         language's nearest passages to the other languages' best ones (alerts.matching)."""
         k = self.policy.language_feedback_passages
         if not k or not self.policy.language_feedback_weight or not self._feedback_on:
             return query
-        rows = [vector for _, vector in self._per_language(query, language)[:k]]
+        rows = [vector for _, vector in self._own(topic_id, self._per_language(query, language))]
+        rows = rows[:k]
         if not rows:
             return query
         offsets = np.zeros(len(rows), dtype=np.float32)  # one language: ranking is by cosine
         refined = refine_query(query, np.stack(rows), offsets, k,
                                self.policy.language_feedback_weight)  # fmt: skip
-        return move_towards(refined, self._anchor_neighbours(query, language),
+        return move_towards(refined, self._anchor_neighbours(query, language, topic_id),
                             self.policy.anchor_weight)  # fmt: skip
 
-    def _anchor_neighbours(self, query: Vector, language: str) -> Matrix:
+    def _anchor_neighbours(self, query: Vector, language: str, topic_id: str) -> Matrix:
         """``language``'s nearest stored passage to each of the best passages (by corrected
         score) of the other languages."""
         k = self.policy.anchor_passages
@@ -291,7 +350,7 @@ class AlertStage:
         offsets: list[float] = []
         for other in others:
             mean = self._means.get(other)
-            for _, vector in self._per_language(query, other)[:k]:
+            for _, vector in self._own(topic_id, self._per_language(query, other))[:k]:
                 rows.append(vector)
                 offsets.append(float(query @ mean) if mean is not None else 0.0)
         if not rows:

