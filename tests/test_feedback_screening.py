@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from alerts.matching import MatchPolicy, claim_scores, owned_rows
-from alerts.stage import AlertStage
+from alerts.stage import GROWTH_CHECK_SECONDS, PROFILE_GROWTH, AlertStage
 from alerts.types import Topic
 from indexer.qdrant_edge import EdgeVectorStore
 from indexer.types import Matrix, PassageKind, PassagePayload, Point, point_id
@@ -101,7 +101,9 @@ def _refined(
 
 
 def _towards(query: np.ndarray, *rows: np.ndarray) -> np.ndarray:
-    moved = query + np.mean(np.stack(rows), axis=0)
+    """The query moved by the sum of the rows over the 20 a full refinement draws on (fewer
+    rows move it less: ``move_towards``' ``expected``)."""
+    moved = query + np.sum(np.stack(rows), axis=0) / 20
     return moved / np.linalg.norm(moved)
 
 
@@ -150,6 +152,20 @@ def test_claim_scores_take_the_best_query_less_its_language_offset() -> None:
     np.testing.assert_allclose(claim_scores(queries, offsets, rows), expected, atol=1e-6)
 
 
+def test_fewer_rows_than_expected_move_a_query_less() -> None:
+    from alerts.matching import move_towards
+
+    full = move_towards(TALKS, np.stack([BETWEEN] * 4), 1.0, expected=4)
+    scarce = move_towards(TALKS, np.stack([BETWEEN]), 1.0, expected=4)
+    np.testing.assert_allclose(full, _unit(TALKS + BETWEEN), atol=1e-6)
+    np.testing.assert_allclose(scarce, _unit(TALKS + BETWEEN / 4), atol=1e-6)
+    np.testing.assert_allclose(move_towards(TALKS, np.stack([BETWEEN]), 1.0), full, atol=1e-6)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
 def test_owned_rows_keep_ties_and_everything_without_rivals() -> None:
     own = np.array([0.5, 0.3, 0.4], dtype=np.float32)
     rival = np.array([0.4, 0.35, 0.4], dtype=np.float32)
@@ -166,21 +182,31 @@ def test_unrefined_profiles_are_refined_as_soon_as_the_coverage_reaches_the_floo
                          anchor_passages=0)  # fmt: skip
     topic = Topic(id="talks", name="Talks", description="the talks", channels=())
     state = open_state_store("sqlite://")
+    clock = [0.0]
     try:
         stage = AlertStage(store=state, vectors=vectors, embedder=TableEmbedder(),  # type: ignore[arg-type]
                            collection="c", topics=(topic,), channels=frozenset(),
                            languages=("en",), backfill=timedelta(days=1), policy=policy,
                            min_feedback_coverage=len(STORED) + 1,
-                           monotonic=lambda: 0.0)  # fmt: skip
+                           monotonic=lambda: clock[0])  # fmt: skip
         young = stage.profiles()["talks"]
         np.testing.assert_allclose(young.queries[0], TALKS, atol=1e-6)
         assert not stage.refined
         assert stage.current_policy == policy  # no cold threshold set: the same policy
         assert stage.profiles()["talks"] is young  # still below the floor: kept
         vectors.upsert("c", [_point(len(STORED), unit(1, 0, 0, 0, 0.2))])
-        refined = stage.profiles()["talks"].queries[0]  # the same moment: no lifetime passed
+        clock[0] += GROWTH_CHECK_SECONDS  # far within the profiles' lifetime
+        refined = stage.profiles()["talks"]
         assert stage.refined
-        assert not np.allclose(refined, TALKS, atol=1e-3)
+        assert not np.allclose(refined.queries[0], TALKS, atol=1e-3)
+        # then rebuilt once the coverage grew by a quarter (5 -> 7 passages), not before
+        assert 5 * PROFILE_GROWTH > 6
+        vectors.upsert("c", [_point(len(STORED) + 1, unit(1, 0, 0, 0, 0, 0.2))])
+        clock[0] += GROWTH_CHECK_SECONDS
+        assert stage.profiles()["talks"] is refined
+        vectors.upsert("c", [_point(len(STORED) + 2, unit(1, 0, 0, 0, 0, 0, 0.2))])
+        clock[0] += GROWTH_CHECK_SECONDS
+        assert stage.profiles()["talks"] is not refined
     finally:
         state.close()
 
