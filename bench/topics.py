@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -598,6 +599,22 @@ class PipelineRow:
         return self.incidences / len(self.stories) if self.stories else 0.0
 
 
+def store_and_index(store: Any, indexer: Any, item: Item, now: datetime) -> None:
+    """Save ``item`` as a fetched article with its text, then index it (as the service does)."""
+    from monitor.types import ArticleDraft, ProcessedText, TextSource
+
+    url = f"https://{item.source.replace(' ', '-').lower()}.example/{item.id}"
+    store.save_drafts([ArticleDraft(
+        id=item.id, feed=item.source, entry_key=item.id, url=url, canonical_url=url,
+        guid=item.id, title=item.title, feed_text="", feed_language=item.language,
+        published_at=item.published, author=None, content_hash=item.id,
+    )], now)  # fmt: skip
+    store.save_text(item.id, ProcessedText(item.text, TextSource.PAGE, item.language, 1.0), now)
+    article = store.get_article(item.id)
+    assert article is not None
+    indexer.index_article(article)
+
+
 def pipeline_run(
     embedder: CachedEmbedder,
     topics: Sequence[Topic],
@@ -611,7 +628,6 @@ def pipeline_run(
     from indexer.qdrant_edge import EdgeVectorStore
     from indexer.stories import StoryPolicy
     from monitor.state import open_state_store
-    from monitor.types import ArticleDraft, ProcessedText, TextSource
 
     clock_now = [datetime(2026, 1, 1, tzinfo=UTC)]
     store = open_state_store("sqlite://")
@@ -642,17 +658,7 @@ def pipeline_run(
     # (background articles are indexed, never matched)
     for item in background_items() + sorted(report, key=lambda i: (i.published, i.id)):
         clock_now[0] = item.published + timedelta(minutes=5)
-        url = f"https://{item.source.replace(' ', '-').lower()}.example/{item.id}"
-        store.save_drafts([ArticleDraft(
-            id=item.id, feed=item.source, entry_key=item.id, url=url, canonical_url=url,
-            guid=item.id, title=item.title, feed_text="", feed_language=item.language,
-            published_at=item.published, author=None, content_hash=item.id,
-        )], clock_now[0])  # fmt: skip
-        store.save_text(item.id, ProcessedText(item.text, TextSource.PAGE, item.language, 1.0),
-                        clock_now[0])  # fmt: skip
-        article = store.get_article(item.id)
-        assert article is not None
-        indexer.index_article(article)
+        store_and_index(store, indexer, item, clock_now[0])
     # matched once the coverage is stored, as in a service that has been running a while (the
     # topic profiles' feedback draws on stored coverage), in publication order
     for item in sorted(report, key=lambda i: (i.published, i.id)):

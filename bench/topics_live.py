@@ -170,7 +170,6 @@ def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: 
     from indexer.qdrant_edge import EdgeVectorStore
     from indexer.stories import StoryPolicy
     from monitor.state import open_state_store
-    from monitor.types import ArticleDraft, ProcessedText, TextSource
 
     clock = [arrivals[0].at]
     store = open_state_store("sqlite://")
@@ -190,17 +189,7 @@ def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: 
     for arrival in arrivals:
         item = arrival.item
         clock[0] = arrival.at
-        url = f"https://{hashlib.sha1(item.source.encode()).hexdigest()[:8]}.example/{item.id}"
-        store.save_drafts([ArticleDraft(
-            id=item.id, feed=item.source, entry_key=item.id, url=url, canonical_url=url,
-            guid=item.id, title=item.title, feed_text="", feed_language=item.language,
-            published_at=item.published, author=None, content_hash=item.id,
-        )], clock[0])  # fmt: skip
-        store.save_text(item.id, ProcessedText(item.text, TextSource.PAGE, item.language, 1.0),
-                        clock[0])  # fmt: skip
-        article = store.get_article(item.id)
-        assert article is not None
-        indexer.index_article(article)
+        bench.store_and_index(store, indexer, item, clock[0])
         stage.process(item.id)
         if not stage.refined:
             cold.update((m.topic_id, m.article.article_id) for m in store.list_matches()
