@@ -282,11 +282,12 @@ class AlertStage:
 
     def _claim_queries(self, context: Vector | None) -> dict[str, Matrix]:
         """The topics' unrefined queries, when stored passages are screened before they refine
-        a topic's queries (``_own``)."""
+        a topic's queries (``_own``) or the feedback depends on the topic's confident coverage
+        (``_support``)."""
         self._context = context
         policy = self.policy
-        if not self._feedback_on or (not policy.feedback_competition
-                                     and policy.feedback_margin is None):  # fmt: skip
+        screened = policy.feedback_competition or policy.feedback_margin is not None
+        if not self._feedback_on or not (screened or policy.confident_margin is not None):
             return {}
         return {t.id: self.embedder.embed_queries(query_texts(t)) for t in self.topics}
 

@@ -175,6 +175,9 @@ def test_a_topic_without_confident_coverage_keeps_its_unrefined_queries(
     refined = _refined(vectors, margin=0.1, competition=True, confident_margin=0.5)
     np.testing.assert_allclose(refined["talks"], TALKS, atol=1e-6)
     np.testing.assert_allclose(refined["territory"], TERRITORY, atol=1e-6)
+    # the same without any screening of the passages that refine
+    unscreened = _refined(vectors, margin=None, competition=False, confident_margin=0.5)
+    np.testing.assert_allclose(unscreened["talks"], TALKS, atol=1e-6)
 
 
 def test_feedback_support_grows_with_the_confident_articles_up_to_full() -> None:
