@@ -94,6 +94,8 @@ PARALLEL = 2
 EXTRA_KILLS = ("startup", "delivery", "indexing", "ingest", "delivery")
 #: kills that must have hit each phase, and kills aimed at it that must have (of 6 or 7 aimed)
 MIN_HITS = 5
+#: kills that must have happened, of the 20 planned (SEQUENCES x 4)
+MIN_KILLS = 18
 #: below the service's 60 s sweep: resuming after a restart must not wait for its next round
 FINISH_TIMEOUT = 50.0
 TOPICS: list[dict[str, Any]] = [
@@ -578,7 +580,10 @@ def test_sigkill_during_ingest_indexing_and_delivery_loses_and_doubles_nothing(
               f"median {statistics.median(ms):.1f} ms, p90 {ms[int(0.9 * len(ms))]:.1f} ms, "
               f"max {ms[-1]:.1f} ms")  # fmt: skip
     print(report)
-    assert len(kills) >= 20, f"base seed {base_seed}: only {len(kills)} kills\n{report}"
+    # 20 are planned; one is skipped when the restart after the previous kill has already
+    # finished its phase (seen on 2026-11-30, a Zen 4 runner: 19 kills, a sequence's last
+    # delivery kill found every delivery done): what the kills must find is checked per phase
+    assert len(kills) >= MIN_KILLS, f"base seed {base_seed}: only {len(kills)} kills\n{report}"
     for phase in ("ingest", "indexing", "delivery"):
         assert hits[phase] >= MIN_HITS, (
             f"base seed {base_seed}: {phase} interrupted by {hits[phase]} kills only\n{report}"
