@@ -71,9 +71,11 @@ def backtest_json(
     stories: Mapping[str, Story],
     *,
     near_misses: int = 10,
+    refinement: float | None = None,
 ) -> dict[str, Any]:
     """Which stories and articles would have alerted (grouped by story), the closest misses,
-    and what the user's labels changed."""
+    and what the user's labels changed; ``refinement``: how far the topic's queries are
+    refined on stored coverage (``AlertStage.refinement``)."""
     matched = [v for v in verdicts if v.match.matched]
     grouped: dict[str, list[ArticleVerdict]] = {}
     for verdict in matched:
@@ -82,8 +84,10 @@ def backtest_json(
         v for v in verdicts
         if v.without_labels is not None and v.without_labels.matched != v.match.matched
     ]  # fmt: skip
+    extra = {} if refinement is None else {"refinement": round(refinement, 3)}
     return {
         "topic": topic_id,
+        **extra,
         "articles_matched": len(matched),
         "stories_alerted": len(grouped),
         "stories": [

@@ -110,6 +110,8 @@ class AlertStage:
     #: per topic, the share of the feedback weights its refinement gets, while the profiles
     #: are built (``_support``)
     _supports: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    #: per topic, the share of the feedback the current profiles' queries got (``refinement``)
+    _refinement: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _built_count: int = field(default=0, init=False, repr=False)
     _checked_at: float = field(default=float("-inf"), init=False, repr=False)
     #: store searches of the profile build under way (see _best_stored)
@@ -157,6 +159,13 @@ class AlertStage:
     def refined(self) -> bool:
         """Whether the current profiles' queries are refined on stored coverage."""
         return self._feedback_on
+
+    def refinement(self, topic_id: str) -> float:
+        """How far the current profile of the topic is refined on stored coverage: 0 (its
+        description alone: a young store, or no confident coverage of the topic yet) to 1 (all
+        the feedback; ``alerts.matching.feedback_support``)."""
+        self.profiles()
+        return self._refinement.get(topic_id, 0.0)
 
     @property
     def current_policy(self) -> MatchPolicy:
@@ -265,6 +274,8 @@ class AlertStage:
         try:
             self._claims = self._claim_queries(context)
             self._supports = {t.id: self._support(t) for t in self.topics}
+            self._refinement = {t.id: self._supports[t.id] if self._feedback_on else 0.0
+                                for t in self.topics}  # fmt: skip
             for topic in self.topics:
                 relevant, not_relevant = self._label_vectors(topic.id, stored)
                 profiles[topic.id] = build_profile(

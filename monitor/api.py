@@ -246,7 +246,8 @@ def topic_backtest(
     verdicts = app.alerts.backtest(topic_id, since=since, until=until)
     story_ids = [v.article.story_id for v in verdicts if v.article.story_id]
     stories = app.store.get_stories(story_ids) if story_ids else {}
-    return backtest_json(topic_id, verdicts, stories)
+    return backtest_json(topic_id, verdicts, stories,
+                         refinement=app.alerts.refinement(topic_id))  # fmt: skip
 
 
 def search_filter(

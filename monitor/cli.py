@@ -505,6 +505,10 @@ def _topic_test_locally(config: Any, topic: str, since: datetime, until: datetim
 def _print_backtest(result: dict[str, Any]) -> None:
     print(f"topic {result['topic']}: {result['stories_alerted']} stories would have alerted "
           f"({result['articles_matched']} matching articles)")  # fmt: skip
+    refinement = result.get("refinement")
+    if refinement is not None and refinement < 1:
+        print(f"queries refined on stored coverage: {refinement:.0%} (little confident coverage "
+              f"of the topic stored yet: scored mostly by its description)")  # fmt: skip
     for story in result["stories"]:
         print(f"■ {story['headline']}")
         for row in story["articles"]:

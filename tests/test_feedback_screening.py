@@ -104,7 +104,10 @@ def _refined(
                            collection="c", topics=topics, channels=frozenset(),
                            languages=("en",), backfill=timedelta(days=1), policy=policy,
                            min_feedback_coverage=0)  # fmt: skip
-        return {tid: np.asarray(p.queries[0]) for tid, p in stage.profiles().items()}
+        refined = {tid: np.asarray(p.queries[0]) for tid, p in stage.profiles().items()}
+        # how far each is refined, as `topics test` reports it
+        refined.update({f"{t.id} refinement": np.float32(stage.refinement(t.id)) for t in topics})
+        return refined
     finally:
         state.close()
 
@@ -119,6 +122,7 @@ def _towards(query: np.ndarray, *rows: np.ndarray, support: float = 1.0) -> np.n
 def test_without_screening_every_best_passage_refines(vectors: EdgeVectorStore) -> None:
     refined = _refined(vectors, margin=None, competition=False)
     np.testing.assert_allclose(refined["talks"], _towards(TALKS, *STORED), atol=1e-5)
+    assert refined["talks refinement"] == 1.0  # no confident-coverage rule: all the feedback
 
 
 def test_passages_far_below_the_threshold_do_not_refine(vectors: EdgeVectorStore) -> None:
@@ -165,6 +169,8 @@ def test_feedback_moves_a_topic_in_proportion_to_its_confident_articles(
     )
     np.testing.assert_allclose(refined["territory"], _towards(TERRITORY, BETWEEN, support=0.25),
                                atol=1e-5)  # fmt: skip
+    assert refined["talks refinement"] == pytest.approx(0.5)
+    assert refined["territory refinement"] == pytest.approx(0.25)
 
 
 def test_a_topic_without_confident_coverage_keeps_its_unrefined_queries(
@@ -174,6 +180,7 @@ def test_a_topic_without_confident_coverage_keeps_its_unrefined_queries(
     would draw the query away from the topic's first articles."""
     refined = _refined(vectors, margin=0.1, competition=True, confident_margin=0.5)
     np.testing.assert_allclose(refined["talks"], TALKS, atol=1e-6)
+    assert refined["talks refinement"] == 0.0
     np.testing.assert_allclose(refined["territory"], TERRITORY, atol=1e-6)
     # the same without any screening of the passages that refine
     unscreened = _refined(vectors, margin=None, competition=False, confident_margin=0.5)
