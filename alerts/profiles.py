@@ -112,14 +112,17 @@ def build_profile(
     not_relevant: Sequence[Vector] = (),
     feedback: Callable[[Vector, Mapping[str, Vector]], Vector] | None = None,
     language_feedback: Callable[[Vector, str], Vector] | None = None,
+    queries: Matrix | None = None,
 ) -> TopicProfile:
     """Embed the topic's texts; ``relevant`` / ``not_relevant`` are vectors of articles the
     user labelled, joining the topic's examples and negatives. ``feedback`` refines each query
     against the stored coverage (see ``AlertStage``); it gets the query and the means.
     ``language_feedback`` then refines it once more per language, on that language's coverage
-    only, giving each language its own query (see ``alerts.matching``)."""
+    only, giving each language its own query (see ``alerts.matching``). ``queries``: the
+    topic's ``query_texts`` already embedded (the stage embeds them to screen feedback)."""
     try:
-        queries = embedder.embed_queries(query_texts(topic))
+        if queries is None:
+            queries = embedder.embed_queries(query_texts(topic))
         if feedback is not None:
             queries = np.stack([feedback(q, means) for q in queries])
         examples = embedder.embed_documents(list(topic.examples)) if topic.examples else None

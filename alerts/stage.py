@@ -107,10 +107,8 @@ class AlertStage:
     #: the topics' unrefined queries, while the profiles are built (``_own``)
     _claims: dict[str, Matrix] = field(default_factory=dict, init=False, repr=False)
     _context: Vector | None = field(default=None, init=False, repr=False)
-    #: per topic, the share of the feedback weights its refinement gets, while the profiles
-    #: are built (``_support``)
-    _supports: dict[str, float] = field(default_factory=dict, init=False, repr=False)
-    #: per topic, the share of the feedback the current profiles' queries got (``refinement``)
+    #: per topic, the share of the feedback weights the last build's refinement got: 0 before
+    #: the feedback floor, else its ``_support`` (``refinement``)
     _refinement: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _built_count: int = field(default=0, init=False, repr=False)
     _checked_at: float = field(default=float("-inf"), init=False, repr=False)
@@ -161,10 +159,11 @@ class AlertStage:
         return self._feedback_on
 
     def refinement(self, topic_id: str) -> float:
-        """How far the current profile of the topic is refined on stored coverage: 0 (its
-        description alone: a young store, or no confident coverage of the topic yet) to 1 (all
-        the feedback; ``alerts.matching.feedback_support``)."""
-        self.profiles()
+        """How far the topic's profile last built (by ``match``, ``backtest``) is refined on
+        stored coverage: 0 (its description alone: a young store, or no confident coverage of
+        the topic yet) to 1 (all the feedback; ``alerts.matching.feedback_support``)."""
+        if self._profiles is None:
+            self.profiles()
         return self._refinement.get(topic_id, 0.0)
 
     @property
@@ -266,20 +265,20 @@ class AlertStage:
         stored_means = language_means(self.vectors, self.collection, self.languages)
         means = {**stored_means, **reference_means(self.embedder.model_id)}
         self._means = means
-        context = overall_mean(means)
+        context = self._context = overall_mean(means)
         self._built_count = self.vectors.count(self.collection)
         self._feedback_on = self._built_count >= self.min_feedback_coverage
         profiles = {}
         self._searched = {}
         try:
-            self._claims = self._claim_queries(context)
-            self._supports = {t.id: self._support(t) for t in self.topics}
-            self._refinement = {t.id: self._supports[t.id] if self._feedback_on else 0.0
+            self._claims = self._claim_queries()
+            self._refinement = {t.id: self._support(t) if self._feedback_on else 0.0
                                 for t in self.topics}  # fmt: skip
             for topic in self.topics:
                 relevant, not_relevant = self._label_vectors(topic.id, stored)
                 profiles[topic.id] = build_profile(
                     topic, self.embedder, means=means, context=context,
+                    queries=self._claims.get(topic.id),
                     relevant=relevant, not_relevant=not_relevant,
                     feedback=partial(self._feedback, topic_id=topic.id),
                     language_feedback=partial(self._language_feedback, topic_id=topic.id),
@@ -287,32 +286,33 @@ class AlertStage:
         finally:
             self._searched = {}  # the coverage moves on: valid for this build only
             self._claims = {}
-            self._supports = {}
         self._profiles, self._profiles_key, self._built_at = profiles, key, self.monotonic()
         return profiles
 
-    def _claim_queries(self, context: Vector | None) -> dict[str, Matrix]:
+    def _claim_queries(self) -> dict[str, Matrix]:
         """The topics' unrefined queries, when stored passages are screened before they refine
         a topic's queries (``_own``) or the feedback depends on the topic's confident coverage
         (``_support``)."""
-        self._context = context
         policy = self.policy
         screened = policy.feedback_competition or policy.feedback_margin is not None
         if not self._feedback_on or not (screened or policy.confident_margin is not None):
             return {}
         return {t.id: self.embedder.embed_queries(query_texts(t)) for t in self.topics}
 
-    def _own(self, topic_id: str, rows: list[StoredPassage]) -> list[StoredPassage]:
+    def _own(
+        self, topic_id: str, rows: list[StoredPassage], policy: MatchPolicy | None = None
+    ) -> list[StoredPassage]:
         """``rows`` that may refine the topic's queries: those its unrefined queries score
-        near its threshold at least (``feedback_margin``), and, when the topics compete for
-        feedback, that no other competing topic fits better (``alerts.matching.owned_rows``)."""
+        near its threshold at least (``feedback_margin`` of ``policy``, the stage's by
+        default), and, when the topics compete for feedback, that no other competing topic
+        fits better (``alerts.matching.owned_rows``)."""
         if topic_id not in self._claims or not rows:
             return rows
         topic = next(t for t in self.topics if t.id == topic_id)
         competing = [t.id for t in self.topics if t.compete]
-        keep = screen_feedback(topic, self.policy, self._claims, np.stack([r.vector for r in rows]),
-                               [r.language for r in rows], self._means, self._context,
-                               competing)  # fmt: skip
+        keep = screen_feedback(topic, policy or self.policy, self._claims,
+                               np.stack([r.vector for r in rows]), [r.language for r in rows],
+                               self._means, self._context, competing)  # fmt: skip
         return [row for row, kept in zip(rows, keep, strict=True) if kept]
 
     def _support(self, topic: Topic) -> float:
@@ -328,15 +328,8 @@ class AlertStage:
         found = {(row.article_id, row.vector.tobytes()): row
                  for query in queries for languages in every
                  for row in self._best_stored(query, languages, limit)}  # fmt: skip
-        rows = list(found.values())
-        if not rows:
-            return feedback_support(0, policy)
         strict = replace(policy, feedback_margin=-policy.confident_margin)
-        competing = [t.id for t in self.topics if t.compete]
-        keep = screen_feedback(topic, strict, self._claims, np.stack([r.vector for r in rows]),
-                               [r.language for r in rows], self._means, self._context,
-                               competing)  # fmt: skip
-        confident = {row.article_id for row, kept in zip(rows, keep, strict=True) if kept}
+        confident = {row.article_id for row in self._own(topic.id, list(found.values()), strict)}
         return feedback_support(len(confident), policy)
 
     def _grown(self) -> bool:
@@ -358,8 +351,9 @@ class AlertStage:
         """The query refined on the stored coverage: the best passages of each language by raw
         cosine are the best by corrected score too (the offset is constant per language)."""
         k = self.policy.feedback_passages
-        weight = self.policy.feedback_weight * self._supports.get(topic_id, 1.0)
-        if not k or not weight or not self._feedback_on:
+        # 0 below the feedback floor (``_refinement``)
+        weight = self.policy.feedback_weight * self._refinement.get(topic_id, 0.0)
+        if not k or not weight:
             return query
         rows: list[Vector] = []
         offsets: list[float] = []
@@ -378,8 +372,8 @@ class AlertStage:
         """The query refined on one language's best stored passages, then towards that
         language's nearest passages to the other languages' best ones (alerts.matching)."""
         k = self.policy.language_feedback_passages
-        support = self._supports.get(topic_id, 1.0)
-        if not k or not self.policy.language_feedback_weight * support or not self._feedback_on:
+        support = self._refinement.get(topic_id, 0.0)
+        if not k or not self.policy.language_feedback_weight * support:
             return query
         rows = [row.vector for row in self._per_language(query, language, topic_id)[:k]]
         if not rows:

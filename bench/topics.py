@@ -283,7 +283,9 @@ def profile_for(
 ) -> TopicProfile:
     """The project's profile; feedback runs on ``coverage`` (passage vectors and their
     languages: the split being scored stands in for the service's stored coverage), screened
-    as ``AlertStage`` screens it (``claims``: every topic's unrefined queries)."""
+    as ``AlertStage`` screens it (``claims``: every topic's unrefined queries). The stage's
+    confident-coverage support is left out: a whole stored split gives every topic full
+    support (the pipeline's figures did not move with it)."""
     from alerts.matching import (
         best_passages,
         move_towards,
