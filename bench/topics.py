@@ -726,14 +726,17 @@ def with_fields(policy: MatchPolicy, assignments: Sequence[str]) -> MatchPolicy:
         if name not in kinds:
             raise SystemExit(f"--set {assignment}: MatchPolicy has no field {name!r}")
         kind = kinds[name]
-        if raw.lower() == "none" and "None" in kind:
-            changes[name] = None
-        elif kind.startswith("bool"):
-            changes[name] = raw.lower() in ("1", "true", "on", "yes")
-        elif kind.startswith("int"):
-            changes[name] = int(raw)
-        else:
-            changes[name] = float(raw)
+        try:
+            if raw.lower() == "none" and "None" in kind:
+                changes[name] = None
+            elif kind.startswith("bool"):
+                changes[name] = raw.lower() in ("1", "true", "on", "yes")
+            elif kind.startswith("int"):
+                changes[name] = int(raw)
+            else:
+                changes[name] = float(raw)
+        except ValueError:
+            raise SystemExit(f"--set {assignment}: {name} takes a value of type {kind}") from None
     return replace(policy, **changes)  # type: ignore[arg-type]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -457,10 +458,8 @@ def test_a_topic_that_cannot_be_embedded_is_named_in_the_error() -> None:
     assert isinstance(raised.value.__cause__, EmbedderError)
 
 
-def test_the_topic_benchmark_competes_as_the_matcher_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bench/topics.py scores thousands of threshold candidates on passage scores: its
-    ``competed`` must give the scores ``match_topics`` gives (the same rivals, the same
-    arithmetic), or the benchmark calibrates another matcher."""
+def _topic_bench(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """bench/topics.py as a module (it is a script, not a package)."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -474,6 +473,31 @@ def test_the_topic_benchmark_competes_as_the_matcher_does(monkeypatch: pytest.Mo
     monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)  # it sets it
     monkeypatch.setattr(sys, "path", list(sys.path))  # and puts the repository first
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_topic_benchmarks_take_policy_fields_with_clear_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--set FIELD=VALUE`` (bench/topics.py, bench/topics_live.py): each value read as its
+    field's type; a wrong name or value stops the run saying which."""
+    bench = _topic_bench(monkeypatch)
+    base = MatchPolicy(threshold=0.3, confident_margin=0.02)
+    changed = bench.with_fields(base, ["confident_margin=none", "confident_articles=4",
+                                       "threshold=-0.2", "feedback_competition=on"])  # fmt: skip
+    assert changed == replace(base, confident_margin=None, confident_articles=4, threshold=-0.2,
+                              feedback_competition=True)  # fmt: skip
+    with pytest.raises(SystemExit, match="MatchPolicy has no field 'treshold'"):
+        bench.with_fields(base, ["treshold=0.1"])
+    with pytest.raises(SystemExit, match="confident_articles takes a value of type int"):
+        bench.with_fields(base, ["confident_articles=many"])
+
+
+def test_the_topic_benchmark_competes_as_the_matcher_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/topics.py scores thousands of threshold candidates on passage scores: its
+    ``competed`` must give the scores ``match_topics`` gives (the same rivals, the same
+    arithmetic), or the benchmark calibrates another matcher."""
+    bench = _topic_bench(monkeypatch)
     rng = np.random.default_rng(7)
     policy = MatchPolicy(threshold=0.3, contrast=0.0, agreeing=2, feedback_passages=0,
                          rival_contrast=0.5)  # fmt: skip
