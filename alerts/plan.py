@@ -9,6 +9,11 @@ this point (the indexer folds them into their original), so a syndicated copy ne
 
 Whether an article may alert at all is decided when it is matched (``may_alert``): on a feed's
 first poll its backlog is history, so only entries published within ``alert_backfill`` count.
+
+While a topic's matches are uncertain - its queries not yet refined on confident coverage of its
+own: a young store, or a topic whose coverage has not started - its first alert on a story waits
+until the story confirms it (``Confirmation``): one match clearly above the threshold, or
+matches from two outlets (of the story, or of a related story of the topic, by the join rule).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from alerts.types import (
     AlertArticle,
@@ -59,6 +65,19 @@ class FollowUpPolicy:
     window: timedelta = timedelta(hours=72)
 
 
+class Lead(Protocol):
+    """An article of a topic as the join rule sees it: its lead passage's vector."""
+
+    @property
+    def language(self) -> str: ...
+
+    @property
+    def published_at(self) -> datetime: ...
+
+    @property
+    def lead(self) -> Vector: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AlertMember:
     """An article already reported by an alert, as the join decision sees it."""
@@ -89,12 +108,52 @@ def related_alert(
     """
     best: tuple[float, str] | None = None
     for member in members:
-        if abs(member.published_at - published_at) > policy.window:
-            continue
-        margin = float(lead @ member.lead) - threshold(language, member.language)
-        if margin >= policy.join_margin and (best is None or margin > best[0]):
+        margin = join_margin(lead, language, published_at, member, threshold, policy)
+        if margin is not None and (best is None or margin > best[0]):
             best = (margin, member.alert_id)
     return best[1] if best else None
+
+
+def join_margin(
+    lead: Vector,
+    language: str,
+    published_at: datetime,
+    member: Lead,
+    threshold: Callable[[str, str], float],
+    policy: FollowUpPolicy = FollowUpPolicy(),
+) -> float | None:
+    """How far the lead-to-lead similarity with another article of the topic clears the join
+    rule (``related_alert``), or None when it is outside the window or below the margin."""
+    if abs(member.published_at - published_at) > policy.window:
+        return None
+    margin = float(lead @ member.lead) - threshold(language, member.language)
+    return margin if margin >= policy.join_margin else None
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What an uncertain topic's first alert on a story waits for (``confirmed``).
+
+    A topic's matches are uncertain until its queries are refined on confident coverage of its
+    own (``AlertStage.refinement`` below 1): in a young store its unrefined queries score some
+    ordinary news near its threshold - a NATO explainer, an alimony guide - and such a text is
+    one outlet's article. Coverage of an event a desk tracks comes from several outlets within
+    hours, so the alert waits for a second outlet's matching article (``sources``), unless one
+    match alone clears the threshold by ``margin``. The story's matches are kept meanwhile (the
+    digest and ``topics test`` show them); a story that never confirms is not alerted."""
+
+    margin: float = 0.02
+    sources: int = 2
+
+
+def confirmed(matches: Sequence[StoredMatch], rule: Confirmation) -> bool:
+    """Whether the alertable ``matches`` confirm a story for an uncertain topic: one scores
+    ``rule.margin`` above its threshold, or they come from ``rule.sources`` outlets."""
+    alertable = [m for m in matches if m.alertable]
+    if any(m.threshold is None or m.article.score >= m.threshold + rule.margin
+           for m in alertable):  # fmt: skip
+        return True
+    return len({m.article.source for m in alertable}) >= rule.sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +176,23 @@ def plan_message(
     previous: Sequence[AlertMessage],
     now: datetime,
     policy: FollowUpPolicy = FollowUpPolicy(),
+    *,
+    confirm: Confirmation | None = None,
+    related: Sequence[StoredMatch] = (),
 ) -> PlannedMessage | None:
-    """The next message of the (topic, story) alert, or None when nothing is due."""
+    """The next message of the (topic, story) alert, or None when nothing is due.
+
+    ``confirm``: the topic is uncertain, and a first alert waits until the story's matches,
+    with the ``related`` ones (unreported matches of related stories of the topic, which the
+    alert then reports too), are ``confirmed``."""
     waiting = [m for m in matches if m.message_id is None]
     if not any(m.alertable for m in waiting):
         return None  # nothing new that may alert (silent backlog, or all reported)
     if not previous:
+        if confirm is not None:
+            waiting += [m for m in related if m.message_id is None]
+            if not confirmed(waiting, confirm):
+                return None  # held: an uncertain topic's single weak match
         return _message(topic, story, waiting, 0, MessageKind.NEW, _first_reason(waiting), now)
     if len(previous) - 1 >= policy.max_follow_ups:
         return None

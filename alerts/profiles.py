@@ -59,6 +59,7 @@ def topic_from_config(config: TopicConfig) -> Topic:
         examples=config.examples,
         negatives=config.negatives,
         compete=config.compete,
+        confirm=config.confirm,
     )
 
 

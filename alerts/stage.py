@@ -31,7 +31,15 @@ from alerts.matching import (
     refine_query,
     screen_feedback,
 )
-from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
+from alerts.plan import (
+    AlertMember,
+    Confirmation,
+    FollowUpPolicy,
+    join_margin,
+    may_alert,
+    plan_message,
+    related_alert,
+)
 from alerts.profiles import build_profile, query_texts, reference_means
 from alerts.types import AlertMessage, AlertRecord, Match, StoredMatch, Topic
 from indexer.means import language_means, overall_mean
@@ -60,6 +68,15 @@ MIN_FEEDBACK_COVERAGE = 500
 SCREENED_CANDIDATES = 4
 #: passages a backtest considers per topic query (its candidates for exact scoring)
 BACKTEST_CANDIDATES = 3000
+
+
+class HeldLead(NamedTuple):
+    """An unreported match of an uncertain topic, as the join rule sees it (``Lead``)."""
+
+    match: StoredMatch
+    language: str
+    published_at: datetime
+    lead: Vector
 
 
 class StoredPassage(NamedTuple):
@@ -93,6 +110,9 @@ class AlertStage:
     backfill: timedelta
     policy: MatchPolicy
     follow_up: FollowUpPolicy = field(default_factory=FollowUpPolicy)
+    #: what a first alert waits for while the topic's queries are not fully refined on its own
+    #: coverage (``alerts.plan.Confirmation``; None: alert on any match)
+    confirmation: Confirmation | None = field(default_factory=Confirmation)
     story_policy: StoryPolicy = field(default_factory=StoryPolicy)
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic
@@ -185,7 +205,10 @@ class AlertStage:
         record = self.store.get_alert(alert_id) if alert_id else None
         if record is None:
             matches = self.store.story_matches(topic_id, story_id)
-            return self._plan_alert(topic, story_id, None, matches, now)
+            uncertain = topic.confirm and self.refinement(topic_id) < 1.0
+            confirm = self.confirmation if uncertain else None
+            related = self._held_related(topic_id, article, now) if confirm else []
+            return self._plan_alert(topic, story_id, None, matches, now, confirm, related)
         # the alert's own story names it (and its id)
         matches = self.store.alert_matches(record.id)
         return self._plan_alert(topic, record.story_id, record, matches, now)
@@ -197,13 +220,20 @@ class AlertStage:
         record: AlertRecord | None,
         matches: Sequence[StoredMatch],
         now: datetime,
+        confirm: Confirmation | None = None,
+        related: Sequence[StoredMatch] = (),
     ) -> AlertMessage | None:
         story = self.store.get_stories([story_id]).get(story_id)
         if story is None:
             return None
         previous = record.messages if record else ()
-        planned = plan_message(topic, story, matches, previous, now, self.follow_up)
+        planned = plan_message(topic, story, matches, previous, now, self.follow_up,
+                               confirm=confirm, related=related)  # fmt: skip
         if planned is None:
+            if confirm is not None and not previous:
+                log.info("topic %r, story %r: held until a second outlet or a clearer match "
+                         "confirms it (the topic's queries are %.0f%% refined)", topic.id,
+                         story.headline, 100 * self.refinement(topic.id))  # fmt: skip
             return None
         channels = [c for c in topic.channels if c in self.channels]
         saved = self.store.save_alert_message(planned.message, article_ids=planned.article_ids,
@@ -248,6 +278,31 @@ class AlertStage:
         language = article.language or article.feed_language
         return related_alert(lead, language, published, members, self.story_policy.threshold,
                              self.follow_up)  # fmt: skip
+
+    def _held_related(self, topic_id: str, article: Article, now: datetime) -> list[StoredMatch]:
+        """The topic's unreported matches in other stories, not part of any alert, that the
+        join rule relates to this article (``alerts.plan.Confirmation``)."""
+        lead = self._vector(article.id, 0)
+        if lead is None:
+            return []
+        since = now - self.follow_up.window
+        held = [m for m in self.store.list_matches(topic_id=topic_id, since=since)
+                if m.message_id is None and m.alertable
+                and m.story_id != article.story_id]  # fmt: skip
+        unalerted = {story for story in {m.story_id for m in held}
+                     if self.store.alert_of_story(topic_id, story) is None}  # fmt: skip
+        leads = [
+            HeldLead(m, m.article.language, m.article.published_at, vector)
+            for m in held
+            if m.story_id in unalerted
+            and (vector := self._vector(m.article.article_id, 0)) is not None
+        ]
+        published = article.published_at or article.discovered_at
+        language = article.language or article.feed_language
+        threshold = self.story_policy.threshold
+        return [other.match for other in leads
+                if join_margin(lead, language, published, other, threshold, self.follow_up)
+                is not None]  # fmt: skip
 
     # -- profiles
 

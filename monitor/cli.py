@@ -449,6 +449,7 @@ def cmd_topics_list(args: argparse.Namespace, config: Any) -> int:
             "languages": list(t.languages),
             "threshold": t.threshold,
             "compete": t.compete,
+            "confirm": t.confirm,
             "matches": sum(1 for m in matches if m.topic_id == t.id),
             "alerts": sum(1 for r in records if r.topic_id == t.id),
             "labels": sum(1 for topic, _, _ in labels if topic == t.id),

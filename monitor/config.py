@@ -439,6 +439,10 @@ class TopicConfig(_Model):
     #: neighbouring topics compete for an article's passages (alerts/matching.py
     #: ``match_topics``); false for a broad topic that contains others
     compete: bool = True
+    #: while the topic's queries are not yet refined on confident coverage of its own, its
+    #: first alert on a story waits for a second outlet or a clear match (alerts/plan.py
+    #: ``Confirmation``); false: alert on any match
+    confirm: bool = True
 
 
 class EmailChannelConfig(_Model):

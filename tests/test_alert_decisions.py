@@ -19,7 +19,15 @@ from alerts.matching import (
     match_topics,
     passage_scores,
 )
-from alerts.plan import AlertMember, FollowUpPolicy, may_alert, plan_message, related_alert
+from alerts.plan import (
+    AlertMember,
+    Confirmation,
+    FollowUpPolicy,
+    confirmed,
+    may_alert,
+    plan_message,
+    related_alert,
+)
 from alerts.types import (
     AlertArticle,
     MessageKind,
@@ -365,6 +373,61 @@ def test_follow_ups_are_capped() -> None:
                          [first.message, second.message], later + timedelta(days=1),
                          policy)  # fmt: skip
     assert third is None
+
+
+def _weak(aid: str, lang: str, source: str, *, story: str = STORY.id, score: float = -0.17,
+          alertable: bool = True, message: str | None = None) -> StoredMatch:  # fmt: skip
+    """A match of an uncertain topic just over its threshold (-0.18)."""
+    return replace(_match(aid, lang, source, score=score, alertable=alertable, message=message),
+                   story_id=story, threshold=-0.18)  # fmt: skip
+
+
+def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story() -> None:
+    rule = Confirmation(margin=0.02, sources=2)
+    one = [_weak("a1", "en", "wire")]
+    assert not confirmed(one, rule)
+    assert plan_message(TOPIC, STORY, one, [], NOW, confirm=rule) is None  # held
+    assert plan_message(TOPIC, STORY, one, [], NOW) is not None  # a refined topic alerts
+    same_outlet = [*one, _weak("a2", "de", "wire")]
+    assert plan_message(TOPIC, STORY, same_outlet, [], NOW, confirm=rule) is None
+    second = [*one, _weak("a3", "de", "zeit")]
+    planned = plan_message(TOPIC, STORY, second, [], NOW, confirm=rule)
+    assert planned is not None
+    assert set(planned.article_ids) == {"a1", "a3"}  # the held match is reported too
+    # a silent backlog entry of another outlet does not confirm
+    silent = [*one, _weak("a4", "de", "zeit", alertable=False)]
+    assert plan_message(TOPIC, STORY, silent, [], NOW, confirm=rule) is None
+
+
+def test_one_clear_match_confirms_a_story_alone() -> None:
+    rule = Confirmation(margin=0.02, sources=2)
+    assert not confirmed([_weak("a1", "en", "wire", score=-0.161)], rule)
+    assert confirmed([_weak("a1", "en", "wire", score=-0.16)], rule)  # threshold + 0.02
+    # a match stored before thresholds were recorded counts as clear (never held for good)
+    assert confirmed([_match("a1", "en", "wire")], rule)
+
+
+def test_a_related_story_of_another_outlet_confirms_and_joins_the_alert() -> None:
+    rule = Confirmation()
+    held = [_weak("b1", "de", "zeit", story="st2")]
+    planned = plan_message(TOPIC, STORY, [_weak("a1", "en", "wire")], [], NOW, confirm=rule,
+                           related=held)  # fmt: skip
+    assert planned is not None
+    assert set(planned.article_ids) == {"a1", "b1"}
+    assert planned.message.story_id == STORY.id
+    reported = [_weak("b1", "de", "zeit", story="st2", message="m0")]
+    assert plan_message(TOPIC, STORY, [_weak("a1", "en", "wire")], [], NOW, confirm=rule,
+                        related=reported) is None  # fmt: skip
+
+
+def test_confirmation_holds_only_a_first_alert() -> None:
+    first = plan_message(TOPIC, STORY, [_weak("a1", "en", "wire")], [], NOW)
+    assert first is not None
+    later = NOW + timedelta(hours=7)
+    grown = [_weak("a1", "en", "wire", message=first.message.id), _weak("a2", "uk", "pravda")]
+    follow = plan_message(TOPIC, STORY, grown, [first.message], later, confirm=Confirmation())
+    assert follow is not None
+    assert follow.message.kind is MessageKind.FOLLOW_UP
 
 
 def _member(alert: str, lang: str, vector: np.ndarray, hours: float = 0) -> AlertMember:

@@ -442,3 +442,85 @@ def test_topics_compete_for_an_article_live_and_in_the_backtest(
         assert backtested.match == verdicts["territory"]
     finally:
         vectors.close()
+
+
+def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story(
+    store: SqlStateStore, tmp_path: Path
+) -> None:
+    """A young store's topic (queries not refined) holds a single weak match; the same event
+    from another outlet - in the same story, or in a story the join rule relates - confirms it,
+    and the alert reports both. A refined topic, or a clear match, alerts at once."""
+    from dataclasses import replace
+
+    from alerts.matching import MatchPolicy
+    from alerts.stage import AlertStage
+    from indexer.embed import HashEmbedder
+    from indexer.qdrant_edge import EdgeVectorStore
+    from indexer.types import PassageKind, PassagePayload, Point, point_id
+    from tests.test_state import draft, page_text
+
+    embedder = HashEmbedder()
+    topic = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
+                  channels=("mail",))  # fmt: skip
+    text = "peace talks delegations met in Abu Dhabi"
+    [vector] = embedder.embed_documents([text])
+    vectors = EdgeVectorStore(tmp_path / "vectors")
+    vectors.ensure_collection("c", embedder.dim)
+
+    def arrive(aid: str, feed: str, story: str) -> None:
+        url = f"https://{feed}.example/{aid}"
+        store.save_drafts([draft(aid, feed=feed, url=url, canonical_url=url)], T0)
+        store.save_text(aid, page_text(text=text), T0)
+        store.mark_indexed(aid, model="m", story=_story(story), near_duplicate_of=None, now=T0)
+        vectors.upsert("c", [Point(point_id(url, 0), vector, PassagePayload(
+            article_id=aid, passage_index=0, kind=PassageKind.LEAD, text=text, url=url,
+            title=text, language="uk", source=feed, published_at=T0 - timedelta(hours=1),
+            story_id=story))])  # fmt: skip
+
+    alone = MatchPolicy(threshold=-1.0, contrast=0.0, agreeing=1, feedback_passages=0,
+                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
+
+    def stage(policy: MatchPolicy, *, min_feedback_coverage: int = 500) -> AlertStage:
+        return AlertStage(
+            store=store, vectors=vectors, embedder=embedder, collection="c", topics=(topic,),
+            channels=frozenset({"mail"}), languages=("uk",), backfill=timedelta(days=1),
+            policy=policy, clock=lambda: T0, min_feedback_coverage=min_feedback_coverage,
+        )  # fmt: skip
+
+    try:
+        arrive("a1", "kyiv", "s1")
+        article = store.get_article("a1")
+        assert article is not None
+        [first] = stage(alone).match(article)
+        weak = replace(alone, threshold=first.score - 0.001)  # matches, but not by 0.02
+        young = stage(weak)
+        assert young.process("a1") == []  # held: one outlet, a weak match
+        assert young.refinement("talks") == 0.0
+        [held] = store.list_matches(topic_id="talks")
+        assert held.message_id is None
+        assert held.threshold == pytest.approx(weak.threshold)
+        assert store.list_alerts() == []
+        # the same event from another outlet, clustered as a story of its own: related by the
+        # join rule, it confirms the first and the alert reports both
+        arrive("a2", "world", "s2")
+        [message] = young.process("a2")
+        assert {a.article_id for a in message.articles} == {"a1", "a2"}
+        assert store.alert_of_story("talks", "s1") == message.alert_id  # the held story joined
+        assert all(m.message_id == message.id for m in store.list_matches(topic_id="talks"))
+        # a refined topic (feedback on, no confident-coverage rule) alerts on one weak match
+        arrive("a3", "kyiv", "s3")
+        vectors.delete_articles("c", ["a1", "a2"])  # else the join rule relates s3 to the alert
+        refined = stage(weak, min_feedback_coverage=0)
+        assert refined.process("a3") != []
+        assert refined.refinement("talks") == 1.0
+        # and so does an uncertain topic's clear match
+        arrive("a4", "kyiv", "s4")
+        vectors.delete_articles("c", ["a3"])
+        assert stage(replace(alone, threshold=first.score - 0.03)).process("a4") != []
+        # and an uncertain topic set not to wait (`confirm: false`)
+        arrive("a5", "kyiv", "s5")
+        vectors.delete_articles("c", ["a4"])
+        topic = replace(topic, confirm=False)
+        assert stage(weak).process("a5") != []
+    finally:
+        vectors.close()

@@ -981,6 +981,10 @@ delivery: {wait: soon, max_attempts: 0}
     broad = config_of(FEED + "topics: [{id: t, name: T, description: d, channels: [], "
                              "compete: false}]\n")  # fmt: skip
     assert broad.topics[0].compete is False
+    assert broad.topics[0].confirm is True  # an uncertain topic's weak single match waits
+    eager = config_of(FEED + "topics: [{id: t, name: T, description: d, channels: [], "
+                             "confirm: false}]\n")  # fmt: skip
+    assert eager.topics[0].confirm is False
     unsure = FEED + "topics: [{id: t, name: T, description: d, channels: [], compete: maybe}]\n"
     assert problems_of(unsure) == [
         "feeds.yaml:5: topics[0].compete: input should be a valid boolean, unable to interpret "

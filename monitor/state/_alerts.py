@@ -111,6 +111,7 @@ def _stored_match(row: RowMapping) -> StoredMatch:
         matched_at=row["matched_at"],
         reason=row["reason"],
         message_id=row["message_id"],
+        threshold=row["threshold"],
     )
 
 
@@ -240,6 +241,18 @@ def save_message(
             )
             .values(message_id=message.id)
         )
+        # a first alert of an uncertain topic may report a related story's held matches
+        # (alerts.plan.Confirmation): that story is then part of the alert
+        stories = conn.execute(
+            sa.select(topic_matches.c.story_id)
+            .distinct()
+            .where(
+                topic_matches.c.topic_id == message.topic_id,
+                topic_matches.c.article_id.in_(list(article_ids)),
+            )
+        ).scalars()
+        for story_id in list(stories):
+            join_alert(conn, message.alert_id, message.topic_id, story_id)
     return True
 
 
