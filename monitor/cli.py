@@ -509,7 +509,9 @@ def _print_backtest(result: dict[str, Any]) -> None:
     refinement = result.get("refinement")
     if refinement is not None and refinement < 1:
         print(f"queries refined on stored coverage: {refinement:.0%} (little confident coverage "
-              f"of the topic stored yet: scored mostly by its description)")  # fmt: skip
+              f"of the topic stored yet: scored mostly by its description; meanwhile a story's "
+              f"first alert waits for a second outlet or a clear match, unless the topic sets "
+              f"confirm: false)")  # fmt: skip
     for story in result["stories"]:
         print(f"■ {story['headline']}")
         for row in story["articles"]:

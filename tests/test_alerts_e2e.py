@@ -241,7 +241,9 @@ def test_topics_list_test_and_label(
     assert backtest["refinement"] == 0.0
     assert main(["--config", str(config), "topics", "test", "abu-dhabi-talks", "--since",
                  "3650d"]) == 0  # fmt: skip
-    assert "queries refined on stored coverage: 0%" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "queries refined on stored coverage: 0%" in text
+    assert "first alert waits for a second outlet or a clear match" in text
     matched = [a for story in backtest["stories"] for a in story["articles"]]
     assert len(matched) == row["matches"]  # the backtest agrees with what was decided live
     assert all(a["matched"] and a["reason"] for a in matched)
