@@ -140,7 +140,10 @@ class Confirmation:
     one outlet's article. Coverage of an event a desk tracks comes from several outlets within
     hours, so the alert waits for a second outlet's matching article (``sources``), unless one
     match alone clears the threshold by ``margin``. The story's matches are kept meanwhile (the
-    digest and ``topics test`` show them); a story that never confirms is not alerted."""
+    digest and ``topics test`` show them); a story that never confirms is not alerted.
+    Measured (README, *Benchmarks*): a fresh service's false alarms 6 of 9 messages -> 2 of 5 in
+    the soak; on the report split, live, 15 -> 1 over both orders, at the cost of some first
+    alerts coming hours later and 2-3 of 14 labelled stories not alerted while young."""
 
     margin: float = 0.02
     sources: int = 2
