@@ -282,7 +282,7 @@ class AlertStage:
     def _held_related(self, topic_id: str, article: Article, now: datetime) -> list[StoredMatch]:
         """The topic's unreported matches in other stories, not part of any alert, that the
         join rule relates to this article (``alerts.plan.Confirmation``)."""
-        lead = self._vector(article.id, 0)
+        lead = self._lead_vector(article.id)
         if lead is None:
             return []
         since = now - self.follow_up.window
@@ -295,7 +295,7 @@ class AlertStage:
             HeldLead(m, m.article.language, m.article.published_at, vector)
             for m in held
             if m.story_id in unalerted
-            and (vector := self._vector(m.article.article_id, 0)) is not None
+            and (vector := self._lead_vector(m.article.article_id)) is not None
         ]
         published = article.published_at or article.discovered_at
         language = article.language or article.feed_language

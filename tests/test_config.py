@@ -985,6 +985,12 @@ delivery: {wait: soon, max_attempts: 0}
     eager = config_of(FEED + "topics: [{id: t, name: T, description: d, channels: [], "
                              "confirm: false}]\n")  # fmt: skip
     assert eager.topics[0].confirm is False
+    assert problems_of(
+        FEED + "topics: [{id: t, name: T, description: d, channels: [], confirm: later}]\n"
+    ) == [
+        "feeds.yaml:5: topics[0].confirm: input should be a valid boolean, unable to interpret "
+        "input"
+    ]
     unsure = FEED + "topics: [{id: t, name: T, description: d, channels: [], compete: maybe}]\n"
     assert problems_of(unsure) == [
         "feeds.yaml:5: topics[0].compete: input should be a valid boolean, unable to interpret "

@@ -241,8 +241,10 @@ def save_message(
             )
             .values(message_id=message.id)
         )
+    if article_ids and message.sequence == 0:
         # a first alert of an uncertain topic may report a related story's held matches
-        # (alerts.plan.Confirmation): that story is then part of the alert
+        # (alerts.plan.Confirmation): that story is then part of the alert (a follow-up
+        # reports only matches of the alert's stories)
         stories = conn.execute(
             sa.select(topic_matches.c.story_id)
             .distinct()
