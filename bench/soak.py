@@ -1085,8 +1085,17 @@ def main() -> None:
         action="store_true",
         help="trace Python allocations: where memory grew after the warm-up (slower)",
     )
+    ap.add_argument(
+        "--no-memory-trim",
+        action="store_true",
+        help="the service without its periodic malloc_trim (monitor.memory): the RSS before it",
+    )
     args = ap.parse_args()
     args.quiet = min(args.quiet, args.duration / 3)
+    if args.no_memory_trim:
+        import monitor.service
+
+        monitor.service.trim_available = lambda: False  # type: ignore[assignment]
 
     plan = make_plan(args)
     tmp = Path(tempfile.mkdtemp(prefix="newsmon-soak-"))

@@ -40,6 +40,7 @@ from indexer.search import Searcher
 from indexer.store import collection_name
 from indexer.stories import StoryPolicy
 from monitor.errors import StorageError
+from monitor.memory import release_free_memory, trim_available
 from monitor.pipeline import ArticleReport, Pipeline, PollReport
 from monitor.schedule import SchedulePolicy, first_poll_at
 from monitor.types import ArticleStatus, utcnow
@@ -60,6 +61,8 @@ POLL_CONCURRENCY = 16
 ARTICLE_CONCURRENCY = 16
 DUE_SWEEP_INTERVAL = timedelta(seconds=60)
 VECTOR_MAINTENANCE_INTERVAL = timedelta(minutes=10)
+#: how often the C allocator's free memory is returned to the system (``monitor.memory``)
+MEMORY_TRIM_INTERVAL = timedelta(minutes=1)
 #: a digest missed while the service was down is sent this long after start
 DIGEST_CATCH_UP_DELAY = timedelta(minutes=2)
 #: how often held-back follow-up alerts are looked at
@@ -477,6 +480,11 @@ class App:
             _stoppable(self._maintain_vectors), "interval", id="vector-maintenance",
             seconds=VECTOR_MAINTENANCE_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
         )  # fmt: skip
+        if trim_available():
+            scheduler.add_job(
+                _stoppable(self._release_memory), "interval", id="memory-trim",
+                seconds=MEMORY_TRIM_INTERVAL.total_seconds(), max_instances=1, coalesce=True,
+            )  # fmt: skip
         digest = self.config.digest
         scheduler.add_job(
             self.send_due_digest, "cron", id="weekly-digest", day_of_week=digest.weekday,
@@ -547,6 +555,11 @@ class App:
             await asyncio.shield(future)
         except Exception:
             log.exception("vector store maintenance failed; will try again")
+
+    async def _release_memory(self) -> None:
+        """Return the allocator's free memory to the system (``monitor.memory``), in a thread:
+        the call walks every arena, and ctypes lets the event loop run meanwhile."""
+        await asyncio.to_thread(release_free_memory)
 
     def _schedule_poll(self, scheduler: Any, feed: FeedConfig, at: datetime) -> None:
         # a one-shot job per poll, re-added with the time the pure schedule chose; the job id
