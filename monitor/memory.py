@@ -5,8 +5,8 @@ lxml's trees - come and go in batches of many sizes. glibc keeps freed memory in
 for reuse, and with such a mix it rarely gives it back on its own: the soak benchmark saw the
 service's RSS grow by 10-18 MiB a minute on some machines, of which ``malloc_trim(0)`` at the
 end returned 100-220 MiB (README, *Soak*). Python's own objects were not growing. So the
-service calls ``malloc_trim`` now and then (``monitor.service``); elsewhere (musl, macOS) it
-is a no-op.
+service calls ``malloc_trim`` once a minute (``monitor.service``) and each extraction worker
+after a page, at most every 10 s (``monitor.pages``); elsewhere (musl, macOS) it is a no-op.
 """
 
 from __future__ import annotations

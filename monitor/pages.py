@@ -29,6 +29,7 @@ from monitor.errors import ExtractionError, FeedParseError
 from monitor.extract import extract_page
 from monitor.feeds import parse_feed
 from monitor.language import get_identifier
+from monitor.memory import release_free_memory
 from monitor.types import ExtractedPage, ParsedFeed, ProcessedText, TextSource
 
 #: a consent wall or paywall stub is short; longer texts that mention cookies are articles
@@ -247,9 +248,27 @@ def _process_in_worker(
     min_chars: int,
     page_error: str | None,
 ) -> ProcessedText:
-    return process_page(
-        html, url, feed_text, declared_language, min_chars=min_chars, page_error=page_error
-    )
+    try:
+        return process_page(
+            html, url, feed_text, declared_language, min_chars=min_chars, page_error=page_error
+        )
+    finally:
+        _trim_now_and_then()
+
+
+#: a worker returns its allocator's free memory at most this often (``monitor.memory``)
+WORKER_TRIM_INTERVAL = 10.0
+_last_trim = 0.0
+
+
+def _trim_now_and_then() -> None:
+    """lxml's trees and trafilatura's copies of a page come and go with every page; glibc
+    keeps the freed memory unless asked (the service's own process is trimmed by a job)."""
+    global _last_trim
+    now = time.monotonic()
+    if now - _last_trim >= WORKER_TRIM_INTERVAL:
+        _last_trim = now
+        release_free_memory()
 
 
 class ProcessPoolPageProcessor:
