@@ -579,6 +579,16 @@ class AlertStage:
         return list(found)
 
 
+def confirmation_for(policy: MatchPolicy) -> Confirmation:
+    """What an uncertain topic's first alert waits for under ``policy``: one match clears
+    the threshold by the margin that makes a stored article confident coverage
+    (``MatchPolicy.confident_margin``), so the two notions of "a clear match" stay one; a
+    policy without that margin (other models) keeps ``Confirmation``'s default."""
+    if policy.confident_margin is None:
+        return Confirmation()
+    return Confirmation(margin=policy.confident_margin)
+
+
 def _view(article: Article) -> ArticleView:
     return ArticleView(
         id=article.id,

@@ -273,3 +273,18 @@ def test_a_young_store_matches_with_the_cold_threshold() -> None:
     assert replace(cold, cold_threshold=None).before_feedback() == replace(
         cold, cold_threshold=None
     )
+
+
+def test_a_clear_match_for_confirmation_is_the_policys_confident_margin() -> None:
+    # the two notions of "clearly above the threshold" stay one: the service's confirmation
+    # takes the margin that makes a stored article confident coverage
+    from dataclasses import replace
+
+    from alerts.matching import BUNDLED_POLICY, GENERIC_POLICY
+    from alerts.plan import Confirmation
+    from alerts.stage import confirmation_for
+
+    assert confirmation_for(replace(BUNDLED_POLICY, confident_margin=0.05)).margin == 0.05
+    assert confirmation_for(BUNDLED_POLICY).margin == BUNDLED_POLICY.confident_margin
+    assert GENERIC_POLICY.confident_margin is None
+    assert confirmation_for(GENERIC_POLICY) == Confirmation()
