@@ -145,7 +145,7 @@ class Confirmation:
     the soak; on the report split, live, 15 -> 1 over both orders, at the cost of some first
     alerts coming hours later and 2-3 of 14 labelled stories not alerted while young."""
 
-    #: the service takes the policy's ``confident_margin`` (``alerts.stage.confirmation_for``)
+    #: the alert stage takes its policy's ``confident_margin`` (``alerts.stage.confirmation_for``)
     margin: float = 0.02
     sources: int = 2
 

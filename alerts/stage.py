@@ -110,9 +110,10 @@ class AlertStage:
     backfill: timedelta
     policy: MatchPolicy
     follow_up: FollowUpPolicy = field(default_factory=FollowUpPolicy)
-    #: what a first alert waits for while the topic's queries are not fully refined on its own
-    #: coverage (``alerts.plan.Confirmation``; None: alert on any match)
-    confirmation: Confirmation | None = field(default_factory=Confirmation)
+    #: a first alert waits for confirmation while the topic's queries are not fully refined on
+    #: its own coverage (``alerts.plan.Confirmation``, its margin the policy's:
+    #: ``confirmation_for``; False: alert on any match)
+    confirm_uncertain: bool = True
     story_policy: StoryPolicy = field(default_factory=StoryPolicy)
     clock: Callable[[], datetime] = utcnow
     monotonic: Callable[[], float] = time.monotonic
@@ -205,8 +206,8 @@ class AlertStage:
         record = self.store.get_alert(alert_id) if alert_id else None
         if record is None:
             matches = self.store.story_matches(topic_id, story_id)
-            uncertain = topic.confirm and self.refinement(topic_id) < 1.0
-            confirm = self.confirmation if uncertain else None
+            uncertain = self.confirm_uncertain and topic.confirm and self.refinement(topic_id) < 1
+            confirm = confirmation_for(self.policy) if uncertain else None
             related = self._held_related(topic_id, article, now) if confirm else []
             return self._plan_alert(topic, story_id, None, matches, now, confirm, related)
         # the alert's own story names it (and its id)

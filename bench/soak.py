@@ -43,7 +43,6 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import csv  # noqa: E402
-import ctypes  # noqa: E402
 import gzip  # noqa: E402
 import html  # noqa: E402
 import itertools  # noqa: E402
@@ -83,6 +82,7 @@ from soak_server import (  # noqa: E402 - bench/ is the script's directory
     serve,
 )
 
+from monitor.memory import release_free_memory  # noqa: E402
 from tests.support.newsfixtures import free_port  # noqa: E402
 
 LANGS = ("de", "en", "ru", "uk")
@@ -533,7 +533,7 @@ async def soak(args: argparse.Namespace, config_path: Path, plan: ServerPlan, t0
         await asyncio.gather(*helpers, return_exceptions=True)
         # memory the allocator keeps after it was freed is returned by malloc_trim; what stays
         # is in use (or fragmented)
-        rss_trim = (proc_rss_mib(), proc_rss_mib() if malloc_trim() else math.nan)
+        rss_trim = (proc_rss_mib(), proc_rss_mib() if release_free_memory() else math.nan)
         growth = []
         if warm_snapshot:
             stats = tracemalloc.take_snapshot().compare_to(warm_snapshot[0], "lineno")
@@ -562,14 +562,6 @@ async def soak(args: argparse.Namespace, config_path: Path, plan: ServerPlan, t0
         )
     finally:
         await app.aclose()
-
-
-def malloc_trim() -> bool:
-    """Ask glibc to return freed memory to the system; False where that is not possible."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
 
 
 def deep_size(obj: object, seen: set[int] | None = None) -> int:

@@ -169,7 +169,7 @@ class LiveRow:
 def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: list[Arrival],
              work: Path, policy: MatchPolicy,
              confirmation: bool = True) -> list[LiveRow]:  # fmt: skip
-    from alerts.stage import AlertStage, confirmation_for
+    from alerts.stage import AlertStage
     from indexer.index import Indexer
     from indexer.qdrant_edge import EdgeVectorStore
     from indexer.stories import StoryPolicy
@@ -188,7 +188,7 @@ def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: 
         topics=tuple(replace(t, examples=(), negatives=()) for t in topics),
         channels=frozenset(), languages=LANGUAGES, backfill=timedelta(days=3650), policy=policy,
         clock=lambda: clock[0], monotonic=lambda: clock[0].timestamp(),
-        confirmation=confirmation_for(policy) if confirmation else None,
+        confirm_uncertain=confirmation,
     )  # fmt: skip
     cold: set[tuple[str, str]] = set()
     for arrival in arrivals:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import sys
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -38,13 +35,7 @@ def release_free_memory() -> bool:
     """Return the allocator's free memory to the system; True when some was returned, False
     when none was or the C library has no ``malloc_trim``."""
     trim = _malloc_trim()
-    if trim is None:
-        return False
-    try:
-        return bool(trim(0))
-    except OSError as e:  # a foreign call failing is not worth stopping a service for
-        log.warning("malloc_trim failed: %s", e)
-        return False
+    return trim is not None and bool(trim(0))
 
 
 def trim_available() -> bool:

@@ -33,7 +33,7 @@ from alerts.digest_job import DigestReport, due_digest, send_digest
 from alerts.dispatch import Dispatcher, RetryPolicy
 from alerts.matching import policy_for
 from alerts.profiles import topic_from_config
-from alerts.stage import AlertStage, confirmation_for
+from alerts.stage import AlertStage
 from alerts.types import AlertMessage
 from indexer.index import BodyReport, Indexer, IndexReport
 from indexer.search import Searcher
@@ -687,13 +687,11 @@ def make_app(
     searcher = Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store,
                         languages=feed_languages(config))  # fmt: skip
     channels = make_channels(config) if channels is None else channels
-    policy = policy_for(embedder.model_id)
     alerts = AlertStage(
         store=store, vectors=vectors, embedder=embedder, collection=collection,
         topics=tuple(topic_from_config(t) for t in config.topics),
         channels=frozenset(channels), languages=feed_languages(config),
-        backfill=config.alert_backfill, policy=policy,
-        confirmation=confirmation_for(policy), clock=clock,
+        backfill=config.alert_backfill, policy=policy_for(embedder.model_id), clock=clock,
     )  # fmt: skip
     dispatcher = Dispatcher(store=store, channels=channels, policy=retry_policy(config),
                             clock=clock)  # fmt: skip
