@@ -23,13 +23,17 @@ import numpy as np
 from alerts.matching import (
     ArticleView,
     MatchPolicy,
+    StoryMatch,
     TopicProfile,
     best_passages,
     feedback_support,
+    lends_support,
     match_topics,
     move_towards,
+    near_miss,
     refine_query,
     screen_feedback,
+    story_supported,
 )
 from alerts.plan import (
     AlertMember,
@@ -68,6 +72,9 @@ MIN_FEEDBACK_COVERAGE = 500
 SCREENED_CANDIDATES = 4
 #: passages a backtest considers per topic query (its candidates for exact scoring)
 BACKTEST_CANDIDATES = 3000
+#: a clear match lends support to at most this many of its story's other articles (the most
+#: recent): a story of hundreds of articles is rescored in bounded time
+STORY_SUPPORT_MEMBERS = 50
 
 
 class HeldLead(NamedTuple):
@@ -153,10 +160,13 @@ class AlertStage:
         now = self.clock()
         alertable = may_alert(article, now, self.backfill)
         matches = self.match(article) if self.topics else []
+        if article.story_id is not None:
+            matches = [self._with_story_support(m, article.story_id) for m in matches]
         # marked matched only once its alerts are in the outbox: a crash (or a store error) in
         # between leaves it due, and the sweep plans again (saving a message is idempotent)
         self.store.record_matches(article.id, article.story_id, matches, alertable=alertable,
                                   now=now, mark_matched=False)  # fmt: skip
+        self._support_story(article, matches, now)
         messages: list[AlertMessage] = []
         if alertable and article.story_id is not None:
             planned = (self._plan(m.topic_id, article, now) for m in matches if m.matched)
@@ -173,6 +183,55 @@ class AlertStage:
             return []
         profiles = list(self.profiles(labels=labels).values())
         return match_topics(profiles, _view(article), passages, vectors, self.current_policy)
+
+    def _with_story_support(self, match: Match, story_id: str) -> Match:
+        """``match``, matched if it just missed and its story holds a clear match of the topic
+        (``alerts.matching.story_supported``)."""
+        policy = self.current_policy
+        if not near_miss(match, policy):
+            return match
+        # a match stored without its threshold (an older store) is measured against this one's
+        story = [StoryMatch(m.article.article_id, m.article.score,
+                            match.threshold if m.threshold is None else m.threshold)
+                 for m in self.store.story_matches(match.topic_id, story_id)]  # fmt: skip
+        return story_supported(match, story, policy)
+
+    def _support_story(self, article: Article, matches: Sequence[Match], now: datetime) -> None:
+        """The other way round: the article's clear matches lend support to the articles of its
+        story matched before it (published within the follow-up window, the most recent
+        ``STORY_SUPPORT_MEMBERS``) that just missed the topic; those join the story's matches,
+        and so its alert or its next message."""
+        policy = self.current_policy
+        clear = {m.topic_id: m for m in matches if lends_support(m, policy)}
+        if not clear or article.story_id is None:
+            return
+        story_id = article.story_id
+        matched = {
+            topic_id: {m.article.article_id for m in self.store.story_matches(topic_id, story_id)}
+            for topic_id in clear
+        }
+        since = now - self.follow_up.window  # what a follow-up may still report
+        members = [a for a in self.store.story_articles(story_id)
+                   if a.id != article.id and a.matched_at is not None
+                   and (a.published_at or a.discovered_at) >= since
+                   and any(a.id not in ids for ids in matched.values())]  # fmt: skip
+        members.sort(key=lambda a: a.published_at or a.discovered_at, reverse=True)
+        for member in members[:STORY_SUPPORT_MEMBERS]:
+            supported = [
+                story_supported(verdict, [StoryMatch(article.id, support.score, support.threshold)],
+                                policy)
+                for verdict in self.match(member)
+                if (support := clear.get(verdict.topic_id)) is not None
+                and member.id not in matched[verdict.topic_id]
+            ]  # fmt: skip
+            joined = [m for m in supported if m.matched]
+            if joined:
+                self.store.record_matches(member.id, story_id, joined,
+                                          alertable=may_alert(member, now, self.backfill),
+                                          now=now, mark_matched=False)  # fmt: skip
+                log.info("story %r: article %s joins the matches of %s (its story matched "
+                         "clearly)", story_id, member.id,
+                         ", ".join(repr(m.topic_id) for m in joined))  # fmt: skip
 
     @property
     def refined(self) -> bool:
@@ -548,6 +607,7 @@ class AlertStage:
             with_labels = self._verdict(topic_id, profiles, view, passages, vectors)
             without = self._verdict(topic_id, plains, view, passages, vectors)
             verdicts.append(ArticleVerdict(article, with_labels, without))
+        verdicts = _supported_by_stories(verdicts, self.current_policy)
         return sorted(verdicts, key=lambda v: (-v.match.score, v.article.id))
 
     def _verdict(
@@ -588,6 +648,32 @@ def confirmation_for(policy: MatchPolicy) -> Confirmation:
     if policy.confident_margin is None:
         return Confirmation()
     return Confirmation(margin=policy.confident_margin)
+
+
+def _supported_by_stories(
+    verdicts: Sequence[ArticleVerdict], policy: MatchPolicy
+) -> list[ArticleVerdict]:
+    """A backtest's verdicts as the stage decides them live: a near miss matches when its story
+    holds a clear match (``alerts.matching.story_supported``), with and without labels."""
+    stories: dict[str, list[ArticleVerdict]] = {}
+    for verdict in verdicts:
+        if verdict.article.story_id is not None:
+            stories.setdefault(verdict.article.story_id, []).append(verdict)
+
+    out = []
+    for verdict in verdicts:
+        members = stories.get(verdict.article.story_id or "", [])
+        with_labels = [StoryMatch(v.article.id, v.match.score, v.match.threshold)
+                       for v in members if v.match.matched]  # fmt: skip
+        without = [StoryMatch(v.article.id, v.without_labels.score, v.without_labels.threshold)
+                   for v in members if v.without_labels and v.without_labels.matched]  # fmt: skip
+        out.append(replace(
+            verdict,
+            match=story_supported(verdict.match, with_labels, policy),
+            without_labels=verdict.without_labels
+            and story_supported(verdict.without_labels, without, policy),
+        ))  # fmt: skip
+    return out
 
 
 def _view(article: Article) -> ArticleView:

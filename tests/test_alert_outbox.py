@@ -524,3 +524,92 @@ def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story(
         assert stage(weak).process("a5") != []
     finally:
         vectors.close()
+
+
+def test_a_near_miss_joins_its_storys_clear_match_in_either_order(
+    store: SqlStateStore, tmp_path: Path
+) -> None:
+    """An article just below the threshold matches once another article of its story matches
+    clearly (``MatchPolicy.story_margin``): arriving after the clear match, or before it (then
+    the clear match brings it in); the alert reports both, and ``topics test`` agrees. An
+    article further below, in the same story, stays out."""
+    from dataclasses import replace
+
+    from alerts.matching import MatchPolicy
+    from alerts.stage import AlertStage
+    from indexer.embed import HashEmbedder
+    from indexer.qdrant_edge import EdgeVectorStore
+    from indexer.types import PassageKind, PassagePayload, Point, point_id
+    from tests.test_state import draft, page_text
+
+    embedder = HashEmbedder()
+    topic = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
+                  channels=("mail",))  # fmt: skip
+    clear_text = "peace talks delegations in Abu Dhabi"
+    vectors = EdgeVectorStore(tmp_path / "vectors")
+    vectors.ensure_collection("c", embedder.dim)
+
+    def arrive(aid: str, feed: str, story: str, text: str) -> None:
+        url = f"https://{feed}.example/{aid}"
+        store.save_drafts([draft(aid, feed=feed, url=url, canonical_url=url)], T0)
+        store.save_text(aid, page_text(text=text), T0)
+        store.mark_indexed(aid, model="m", story=_story(story), near_duplicate_of=None, now=T0)
+        [vector] = embedder.embed_documents([text])
+        vectors.upsert("c", [Point(point_id(url, 0), vector, PassagePayload(
+            article_id=aid, passage_index=0, kind=PassageKind.LEAD, text=text, url=url,
+            title=text, language="uk", source=feed, published_at=T0 - timedelta(hours=1),
+            story_id=story))])  # fmt: skip
+
+    plain = MatchPolicy(threshold=-1.0, contrast=0.0, agreeing=1, feedback_passages=0,
+                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
+
+    def stage(policy: MatchPolicy) -> AlertStage:
+        return AlertStage(
+            store=store, vectors=vectors, embedder=embedder, collection="c", topics=(topic,),
+            channels=frozenset({"mail"}), languages=("uk",), backfill=timedelta(days=1),
+            policy=policy, clock=lambda: T0, min_feedback_coverage=0,
+        )  # fmt: skip
+
+    try:
+        texts = {"a1": "peace talks delegations in the Gulf", "a2": clear_text,
+                 "a3": "talks on grain exports"}  # fmt: skip
+        for aid, text in texts.items():
+            arrive(aid, "kyiv" if aid != "a2" else "world", "s1", text)
+        scores = {m.article_id: m.score for aid in texts
+                  for m in stage(plain).match(store.get_article(aid))}  # type: ignore[arg-type]  # fmt: skip
+        assert scores["a2"] > scores["a1"] + 0.03 > scores["a3"] + 0.06  # clear / near / far
+        # a1 misses by 0.005, a3 by far more; a2 clears the threshold by more than 0.01
+        policy = replace(plain, threshold=scores["a1"] + 0.005, story_margin=0.01,
+                         story_support=0.01)  # fmt: skip
+        assert scores["a2"] >= policy.threshold + policy.story_support
+        live = stage(policy)
+        assert live.process("a1") == []  # a near miss, and its story has no match yet
+        assert live.process("a3") == []
+        assert store.list_matches(topic_id="talks") == []
+        [message] = live.process("a2")  # the clear match brings the near miss in
+        assert {a.article_id for a in message.articles} == {"a1", "a2"}
+        joined = {m.article.article_id: m for m in store.list_matches(topic_id="talks")}
+        assert set(joined) == {"a1", "a2"}
+        assert "its story matched clearly (article a2" in joined["a1"].reason
+        backtested = {v.article.id: v.match for v in live.backtest("talks", since=None)}
+        assert backtested["a1"].matched
+        assert "its story matched clearly" in backtested["a1"].reason
+        assert not backtested["a3"].matched
+        # the other order: the clear match first, then a near miss of the same story joins it
+        vectors.delete_articles("c", list(texts))  # else the join rule relates s2 to s1's alert
+        arrive("a4", "world", "s2", clear_text)
+        [first] = live.process("a4")
+        arrive("a5", "kyiv", "s2", texts["a1"])
+        live.process("a5")
+        members = {m.article.article_id for m in store.story_matches("talks", "s2")}
+        assert members == {"a4", "a5"}
+        assert store.alert_of_story("talks", "s2") == first.alert_id
+        # off (the policy's story_margin 0): the near miss stays out
+        arrive("a6", "kyiv", "s3", texts["a1"])
+        arrive("a7", "world", "s3", clear_text)
+        off = stage(replace(policy, story_margin=0.0))
+        off.process("a6")
+        off.process("a7")
+        assert {m.article.article_id for m in store.story_matches("talks", "s3")} == {"a7"}
+    finally:
+        vectors.close()
