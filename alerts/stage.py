@@ -140,6 +140,11 @@ class AlertStage:
     _refinement: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _built_count: int = field(default=0, init=False, repr=False)
     _checked_at: float = field(default=float("-inf"), init=False, repr=False)
+    #: per topic, the articles a story's clear match rescored with the profiles built at
+    #: ``_rescored_at``: the same profiles give the same verdict, so a big story's near misses
+    #: are not rescored at every clear match of it (``_support_story``)
+    _rescored: dict[str, set[str]] = field(default_factory=dict, init=False, repr=False)
+    _rescored_at: float = field(default=-1.0, init=False, repr=False)
     #: store searches of the profile build under way (see _best_stored)
     _searched: dict[tuple[bytes, tuple[str, ...], int], list[StoredPassage]] = field(
         default_factory=dict, init=False, repr=False
@@ -206,24 +211,28 @@ class AlertStage:
         if not clear or article.story_id is None:
             return
         story_id = article.story_id
-        matched = {
+        self.profiles()  # current, so that what was rescored with them is known
+        if self._rescored_at != self._built_at:
+            self._rescored, self._rescored_at = {}, self._built_at
+        # per topic, the story's articles that need no verdict under these profiles
+        done = {
             topic_id: {m.article.article_id for m in self.store.story_matches(topic_id, story_id)}
+            | self._rescored.get(topic_id, set())
             for topic_id in clear
         }
+        supporters = {t: [StoryMatch(article.id, m.score, m.threshold)] for t, m in clear.items()}
         since = now - self.follow_up.window  # what a follow-up may still report
         members = [a for a in self.store.story_articles(story_id)
                    if a.id != article.id and a.matched_at is not None
                    and (a.published_at or a.discovered_at) >= since
-                   and any(a.id not in ids for ids in matched.values())]  # fmt: skip
+                   and any(a.id not in ids for ids in done.values())]  # fmt: skip
         members.sort(key=lambda a: a.published_at or a.discovered_at, reverse=True)
         for member in members[:STORY_SUPPORT_MEMBERS]:
-            supported = [
-                story_supported(verdict, [StoryMatch(article.id, support.score, support.threshold)],
-                                policy)
-                for verdict in self.match(member)
-                if (support := clear.get(verdict.topic_id)) is not None
-                and member.id not in matched[verdict.topic_id]
-            ]  # fmt: skip
+            due = {topic_id for topic_id, ids in done.items() if member.id not in ids}
+            for topic_id in due:
+                self._rescored.setdefault(topic_id, set()).add(member.id)
+            supported = [story_supported(verdict, supporters[verdict.topic_id], policy)
+                         for verdict in self.match(member) if verdict.topic_id in due]  # fmt: skip
             joined = [m for m in supported if m.matched]
             if joined:
                 self.store.record_matches(member.id, story_id, joined,

@@ -540,6 +540,7 @@ def test_a_near_miss_joins_its_storys_clear_match_in_either_order(
     from indexer.embed import HashEmbedder
     from indexer.qdrant_edge import EdgeVectorStore
     from indexer.types import PassageKind, PassagePayload, Point, point_id
+    from monitor.types import Article
     from tests.test_state import draft, page_text
 
     embedder = HashEmbedder()
@@ -591,12 +592,26 @@ def test_a_near_miss_joins_its_storys_clear_match_in_either_order(
         joined = {m.article.article_id: m for m in store.list_matches(topic_id="talks")}
         assert set(joined) == {"a1", "a2"}
         assert "its story matched clearly (article a2" in joined["a1"].reason
+        # another clear match of the story rescores nothing: a3's verdict under these
+        # profiles is known (a big story is not rescored at every clear match)
+        arrive("a8", "world", "s1", clear_text)
+        rescored: list[str] = []
+        match = live.match
+
+        def counting(article: Article, *, labels: bool = True) -> list[Match]:
+            rescored.append(article.id)
+            return match(article, labels=labels)
+
+        live.match = counting  # type: ignore[method-assign]
+        live.process("a8")
+        assert rescored == ["a8"]
+        del live.match
         backtested = {v.article.id: v.match for v in live.backtest("talks", since=None)}
         assert backtested["a1"].matched
         assert "its story matched clearly" in backtested["a1"].reason
         assert not backtested["a3"].matched
         # the other order: the clear match first, then a near miss of the same story joins it
-        vectors.delete_articles("c", list(texts))  # else the join rule relates s2 to s1's alert
+        vectors.delete_articles("c", [*texts, "a8"])  # else the join rule relates s2 to s1's alert
         arrive("a4", "world", "s2", clear_text)
         [first] = live.process("a4")
         arrive("a5", "kyiv", "s2", texts["a1"])
