@@ -515,7 +515,11 @@ def _print_backtest(result: dict[str, Any]) -> None:
     for story in result["stories"]:
         print(f"■ {story['headline']}")
         for row in story["articles"]:
-            print(f"   {row['score']:.3f}  [{row['language']}] {row['source']}: {row['title']}")
+            # a match below the threshold is carried by its story's clear match (the reason)
+            carried = "  (just below the threshold: its story matched clearly)"
+            note = carried if row["score"] < row["threshold"] else ""
+            print(f"   {row['score']:.3f}  [{row['language']}] {row['source']}: {row['title']}"
+                  f"{note}")  # fmt: skip
     if result["near_misses"]:
         print("closest misses:")
         for row in result["near_misses"]:

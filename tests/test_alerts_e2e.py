@@ -336,3 +336,27 @@ def test_digest_send_without_digest_channels_says_so(
     assert "no enabled channel in digest.channels" in capsys.readouterr().err
     assert main(["--config", str(config), "digest", "--week", "2026-W99"]) == 2
     assert "2026-W99" in capsys.readouterr().err
+
+
+def test_topics_test_says_which_matches_their_story_carried(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A match below the threshold (a near miss its story's clear match carried) is marked in
+    ``topics test``'s text output, so the printed score does not look like a bug."""
+    from monitor.cli import _print_backtest
+
+    def row(title: str, score: float) -> dict[str, Any]:
+        return {"score": score, "threshold": -0.18, "language": "uk", "source": "kyiv",
+                "title": title}  # fmt: skip
+
+    _print_backtest({
+        "topic": "talks", "stories_alerted": 1, "articles_matched": 2, "near_misses": [],
+        "changed_by_labels": [],
+        "stories": [{"headline": "Round 9", "articles": [row("clear", -0.15),
+                                                          row("carried", -0.183)]}],
+    })  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    carried = next(line for line in lines if "carried" in line)
+    clear = next(line for line in lines if "clear" in line and "carried" not in line)
+    assert "its story matched clearly" in carried
+    assert "its story matched clearly" not in clear
