@@ -53,6 +53,13 @@ match the article, each passage one of them fits better loses ``rival_contrast``
 A desk's topics are neighbours, and this model rates a report on the territory discussed at a
 round of talks close to the talks' description and a withdrawal plan's ceasefire clause close
 to the guarantees' (see the README's topic matching benchmark).
+
+Last, an article's story may carry it (``story_supported``): a near miss - at most
+``story_margin`` below the threshold by its score alone - matches when another article of its
+story (the indexer's cluster: the same event from another outlet or language) matched the topic
+``story_support`` above it. This model's misses come by event: one event's coverage just below
+the threshold, in words the description does not use, while another outlet's report of it
+clears it. The stage applies it in either order of arrival (``alerts.stage``).
 """
 
 from __future__ import annotations
