@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alerts.channels import RecordingChannel
 from alerts.dispatch import Dispatcher, RetryPolicy
+from alerts.matching import MatchPolicy
 from alerts.plan import plan_message
 from alerts.types import DeliveryStatus, Match, Topic
 from monitor.errors import ChannelError
@@ -35,6 +37,31 @@ def _indexed(store: SqlStateStore, *ids: str, story: str = "s1") -> None:
 
 def _match(aid: str, score: float = 0.61) -> Match:
     return Match(TOPIC.id, aid, True, score, 0.4, f"passage of {aid}", 0, ("Abu Dhabi",), "why")
+
+
+#: one query, no feedback, no contrast: scores are plain language-corrected cosines, so a test
+#: can set the threshold between two articles' scores
+PLAIN = MatchPolicy(threshold=-1.0, contrast=0.0, agreeing=1, feedback_passages=0,
+                    language_feedback_passages=0, anchor_passages=0)  # fmt: skip
+
+
+def _arrive(
+    store: SqlStateStore, vectors: Any, embedder: Any, aid: str, feed: str, story: str, text: str
+) -> None:
+    """An article of ``feed`` fetched, indexed into ``story`` and its lead stored as a vector."""
+    from indexer.types import PassageKind, PassagePayload, Point, point_id
+    from tests.test_state import draft, page_text
+
+    url = f"https://{feed}.example/{aid}"
+    store.save_drafts([draft(aid, feed=feed, url=url, canonical_url=url)], T0)
+    store.save_text(aid, page_text(text=text), T0)
+    store.mark_indexed(aid, model="m", story=_story(story), near_duplicate_of=None, now=T0)
+    [vector] = embedder.embed_documents([text])
+    payload = PassagePayload(
+        article_id=aid, passage_index=0, kind=PassageKind.LEAD, text=text, url=url, title=text,
+        language="uk", source=feed, published_at=T0 - timedelta(hours=1), story_id=story,
+    )  # fmt: skip
+    vectors.upsert("c", [Point(point_id(url, 0), vector, payload)])
 
 
 def _queue_first_message(store: SqlStateStore) -> str:
@@ -397,7 +424,6 @@ def test_topics_compete_for_an_article_live_and_in_the_backtest(
     the article about the talks leaves the territory topic, which it matched on its own."""
     from dataclasses import replace
 
-    from alerts.matching import MatchPolicy
     from alerts.stage import AlertStage
     from indexer.embed import HashEmbedder
     from indexer.qdrant_edge import EdgeVectorStore
@@ -417,8 +443,6 @@ def test_topics_compete_for_an_article_live_and_in_the_backtest(
         article_id="a1", passage_index=0, kind=PassageKind.LEAD, text=text,
         url="https://kyiv.example/a1", title=text, language="uk", source="kyiv",
         published_at=T0 - timedelta(hours=1), story_id="s1"))])  # fmt: skip
-    alone = MatchPolicy(threshold=-1.0, contrast=0.0, agreeing=1, feedback_passages=0,
-                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
 
     def stage(policy: MatchPolicy) -> AlertStage:
         return AlertStage(
@@ -430,10 +454,10 @@ def test_topics_compete_for_an_article_live_and_in_the_backtest(
     try:
         article = store.get_article("a1")
         assert article is not None
-        first = {m.topic_id: m.score for m in stage(alone).match(article)}
+        first = {m.topic_id: m.score for m in stage(PLAIN).match(article)}
         assert first["talks"] > first["territory"] + 0.01  # the talks fit it better
         # a threshold both topics reach on their own; then they compete
-        competing = replace(alone, threshold=first["territory"] - 0.001, rival_contrast=0.5)
+        competing = replace(PLAIN, threshold=first["territory"] - 0.001, rival_contrast=0.5)
         verdicts = {m.topic_id: m for m in stage(competing).match(article)}
         assert verdicts["talks"].matched
         assert not verdicts["territory"].matched
@@ -452,33 +476,19 @@ def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story(
     and the alert reports both. A refined topic, or a clear match, alerts at once."""
     from dataclasses import replace
 
-    from alerts.matching import MatchPolicy
     from alerts.stage import AlertStage
     from indexer.embed import HashEmbedder
     from indexer.qdrant_edge import EdgeVectorStore
-    from indexer.types import PassageKind, PassagePayload, Point, point_id
-    from tests.test_state import draft, page_text
 
     embedder = HashEmbedder()
     topic = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
                   channels=("mail",))  # fmt: skip
     text = "peace talks delegations met in Abu Dhabi"
-    [vector] = embedder.embed_documents([text])
     vectors = EdgeVectorStore(tmp_path / "vectors")
     vectors.ensure_collection("c", embedder.dim)
 
     def arrive(aid: str, feed: str, story: str) -> None:
-        url = f"https://{feed}.example/{aid}"
-        store.save_drafts([draft(aid, feed=feed, url=url, canonical_url=url)], T0)
-        store.save_text(aid, page_text(text=text), T0)
-        store.mark_indexed(aid, model="m", story=_story(story), near_duplicate_of=None, now=T0)
-        vectors.upsert("c", [Point(point_id(url, 0), vector, PassagePayload(
-            article_id=aid, passage_index=0, kind=PassageKind.LEAD, text=text, url=url,
-            title=text, language="uk", source=feed, published_at=T0 - timedelta(hours=1),
-            story_id=story))])  # fmt: skip
-
-    alone = MatchPolicy(threshold=-1.0, contrast=0.0, agreeing=1, feedback_passages=0,
-                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
+        _arrive(store, vectors, embedder, aid, feed, story, text)
 
     def stage(policy: MatchPolicy, *, min_feedback_coverage: int = 500) -> AlertStage:
         return AlertStage(
@@ -491,8 +501,8 @@ def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story(
         arrive("a1", "kyiv", "s1")
         article = store.get_article("a1")
         assert article is not None
-        [first] = stage(alone).match(article)
-        weak = replace(alone, threshold=first.score - 0.001)  # matches, but not by 0.02
+        [first] = stage(PLAIN).match(article)
+        weak = replace(PLAIN, threshold=first.score - 0.001)  # matches, but not by 0.02
         young = stage(weak)
         assert young.process("a1") == []  # held: one outlet, a weak match
         assert young.refinement("talks") == 0.0
@@ -516,7 +526,7 @@ def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story(
         # and so does an uncertain topic's clear match
         arrive("a4", "kyiv", "s4")
         vectors.delete_articles("c", ["a3"])
-        assert stage(replace(alone, threshold=first.score - 0.03)).process("a4") != []
+        assert stage(replace(PLAIN, threshold=first.score - 0.03)).process("a4") != []
         # and an uncertain topic set not to wait (`confirm: false`)
         arrive("a5", "kyiv", "s5")
         vectors.delete_articles("c", ["a4"])
@@ -535,13 +545,10 @@ def test_a_near_miss_joins_its_storys_clear_match_in_either_order(
     article further below, in the same story, stays out."""
     from dataclasses import replace
 
-    from alerts.matching import MatchPolicy
     from alerts.stage import AlertStage
     from indexer.embed import HashEmbedder
     from indexer.qdrant_edge import EdgeVectorStore
-    from indexer.types import PassageKind, PassagePayload, Point, point_id
     from monitor.types import Article
-    from tests.test_state import draft, page_text
 
     embedder = HashEmbedder()
     topic = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
@@ -551,18 +558,7 @@ def test_a_near_miss_joins_its_storys_clear_match_in_either_order(
     vectors.ensure_collection("c", embedder.dim)
 
     def arrive(aid: str, feed: str, story: str, text: str) -> None:
-        url = f"https://{feed}.example/{aid}"
-        store.save_drafts([draft(aid, feed=feed, url=url, canonical_url=url)], T0)
-        store.save_text(aid, page_text(text=text), T0)
-        store.mark_indexed(aid, model="m", story=_story(story), near_duplicate_of=None, now=T0)
-        [vector] = embedder.embed_documents([text])
-        vectors.upsert("c", [Point(point_id(url, 0), vector, PassagePayload(
-            article_id=aid, passage_index=0, kind=PassageKind.LEAD, text=text, url=url,
-            title=text, language="uk", source=feed, published_at=T0 - timedelta(hours=1),
-            story_id=story))])  # fmt: skip
-
-    plain = MatchPolicy(threshold=-1.0, contrast=0.0, agreeing=1, feedback_passages=0,
-                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
+        _arrive(store, vectors, embedder, aid, feed, story, text)
 
     def stage(policy: MatchPolicy) -> AlertStage:
         return AlertStage(
@@ -577,10 +573,10 @@ def test_a_near_miss_joins_its_storys_clear_match_in_either_order(
         for aid, text in texts.items():
             arrive(aid, "kyiv" if aid != "a2" else "world", "s1", text)
         scores = {m.article_id: m.score for aid in texts
-                  for m in stage(plain).match(store.get_article(aid))}  # type: ignore[arg-type]  # fmt: skip
+                  for m in stage(PLAIN).match(store.get_article(aid))}  # type: ignore[arg-type]  # fmt: skip
         assert scores["a2"] > scores["a1"] + 0.03 > scores["a3"] + 0.06  # clear / near / far
         # a1 misses by 0.005, a3 by far more; a2 clears the threshold by more than 0.01
-        policy = replace(plain, threshold=scores["a1"] + 0.005, story_margin=0.01,
+        policy = replace(PLAIN, threshold=scores["a1"] + 0.005, story_margin=0.01,
                          story_support=0.01)  # fmt: skip
         assert scores["a2"] >= policy.threshold + policy.story_support
         live = stage(policy)
