@@ -503,6 +503,10 @@ def _topic_test_locally(config: Any, topic: str, since: datetime, until: datetim
     return asyncio.run(_closing(app, run()))
 
 
+#: a match below the threshold is one its story's clear match carried (its reason says which)
+_CARRIED = "  (just below the threshold: its story matched clearly)"
+
+
 def _print_backtest(result: dict[str, Any]) -> None:
     print(f"topic {result['topic']}: {result['stories_alerted']} stories would have alerted "
           f"({result['articles_matched']} matching articles)")  # fmt: skip
@@ -515,9 +519,7 @@ def _print_backtest(result: dict[str, Any]) -> None:
     for story in result["stories"]:
         print(f"■ {story['headline']}")
         for row in story["articles"]:
-            # a match below the threshold is carried by its story's clear match (the reason)
-            carried = "  (just below the threshold: its story matched clearly)"
-            note = carried if row["score"] < row["threshold"] else ""
+            note = _CARRIED if row["score"] < row["threshold"] else ""
             print(f"   {row['score']:.3f}  [{row['language']}] {row['source']}: {row['title']}"
                   f"{note}")  # fmt: skip
     if result["near_misses"]:
