@@ -72,7 +72,12 @@ import numpy as np
 
 from alerts.keywords import found
 from alerts.types import Match, Topic
+from indexer.models import BUNDLED, EMBEDDINGGEMMA, model_family
 from indexer.types import Matrix, Vector
+
+#: E5 similarities between unrelated news passages sit around 0.75-0.8 (its cosines are
+#: compressed into the upper range): only similarity above that says "like this example"
+EXAMPLE_BASELINE = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,9 @@ class MatchPolicy:
     example_weight: float = 0.5
     #: weight of the similarity to the nearest negative / not-relevant label
     negative_weight: float = 0.5
+    #: only similarity to an example above this counts (the model's similarity of unrelated
+    #: news passages: ``EXAMPLE_BASELINE`` for the bundled model)
+    example_baseline: float = EXAMPLE_BASELINE
     #: topics compete: where other topics match an article, each passage one of them fits
     #: better loses this share of the gap (``match_topics``; 0: off)
     rival_contrast: float = 0.0
@@ -165,6 +173,14 @@ BUNDLED_POLICY = MatchPolicy(
     story_margin=0.006,
     story_support=0.01,
 )
+#: EmbeddingGemma-300M through the sentence-transformers backend (``indexer.models``): the
+#: bundled model's scoring and weights; its threshold calibrated the same way (the best mean F1
+#: on the calibration pool, ``bench/topics.py --model``); its example baseline the best of
+#: 0.3-0.7 there (its unrelated news passages sit near 0.3-0.4, one event's reports near 0.7);
+#: no story support (its margins were chosen in the bundled model's score units)
+EMBEDDINGGEMMA_POLICY = replace(
+    BUNDLED_POLICY, threshold=0.062, example_baseline=0.5, story_margin=0.0
+)
 #: for other models nothing was calibrated: the same scoring, a threshold that asks for a
 #: clearer margin (check with ``newsmon topics test`` and set ``threshold`` per topic), and no
 #: story support (its margins are in the bundled model's score units)
@@ -172,12 +188,11 @@ GENERIC_POLICY = MatchPolicy(threshold=0.06, rival_contrast=0.5, feedback_compet
 
 
 def policy_for(model_id: str) -> MatchPolicy:
-    return BUNDLED_POLICY if model_id.startswith("bundled:") else GENERIC_POLICY
-
-
-#: E5 similarities between unrelated news passages sit around 0.75-0.8 (its cosines are
-#: compressed into the upper range): only similarity above that says "like this example"
-EXAMPLE_BASELINE = 0.8
+    """The policy calibrated for this vector space's model, else ``GENERIC_POLICY``."""
+    family = model_family(model_id)
+    if family == BUNDLED:
+        return BUNDLED_POLICY
+    return EMBEDDINGGEMMA_POLICY if family == EMBEDDINGGEMMA else GENERIC_POLICY
 
 
 def _empty() -> Matrix:
@@ -371,8 +386,9 @@ def passage_scores(
     scores = (vectors @ queries.T - language_offset(profile, language)).max(axis=1)
     if profile.context is not None and policy.contrast:
         scores = scores - policy.contrast * (vectors @ profile.context)
-    scores = scores + policy.example_weight * _likeness(vectors, profile.positives)
-    scores = scores - policy.negative_weight * _likeness(vectors, profile.negatives)
+    baseline = policy.example_baseline
+    scores = scores + policy.example_weight * _likeness(vectors, profile.positives, baseline)
+    scores = scores - policy.negative_weight * _likeness(vectors, profile.negatives, baseline)
     return np.asarray(scores, dtype=np.float32)
 
 
@@ -385,12 +401,12 @@ def _closest_aspect(profile: TopicProfile, vector: Vector, language: str) -> str
     return f", on {profile.query_labels[closest]}" if closest else ""
 
 
-def _likeness(vectors: Matrix, examples: Matrix) -> Matrix | float:
+def _likeness(vectors: Matrix, examples: Matrix, baseline: float) -> Matrix | float:
     """How much more each passage is like its nearest example than unrelated news is."""
     if not examples.size:
         return 0.0
     nearest: Matrix = (vectors @ examples.T).max(axis=1)
-    above: Matrix = np.maximum(nearest - EXAMPLE_BASELINE, 0.0).astype(np.float32)
+    above: Matrix = np.maximum(nearest - baseline, 0.0).astype(np.float32)
     return above
 
 

