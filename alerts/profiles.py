@@ -16,6 +16,7 @@ import numpy as np
 
 from alerts.matching import TopicProfile
 from alerts.types import Topic
+from indexer.models import BUNDLED, model_family
 from indexer.types import Matrix, Vector
 from monitor.errors import TopicError
 
@@ -27,20 +28,36 @@ if TYPE_CHECKING:
 REFERENCE_MEANS = Path(__file__).with_name("reference-means.npz")
 
 
+def reference_means_path(model_id: str) -> Path | None:
+    """Where the reference means of this model's family are shipped (None: nothing was
+    calibrated for it): ``reference-means.npz`` for the bundled model,
+    ``reference-means-<family>.npz`` for another calibrated one (``indexer.models``)."""
+    family = model_family(model_id)
+    if family is None:
+        return None
+    return (
+        REFERENCE_MEANS
+        if family == BUNDLED
+        else REFERENCE_MEANS.with_name(f"reference-means-{family}.npz")
+    )
+
+
 @lru_cache(maxsize=4)
 def reference_means(model_id: str) -> dict[str, Vector]:
     """Fixed per-language mean vectors the default threshold was calibrated with (written by
-    ``bench/topics.py --write-reference-means`` from the retrieval fixtures), for the model they
-    belong to; empty for any other model.
+    ``bench/topics.py --write-reference-means`` from the retrieval fixtures), for the model
+    family they belong to (the bundled model; EmbeddingGemma-300M wherever its folder lies);
+    empty for any other model.
 
     Fixed rather than taken from the stored coverage: measured, the mean of the stored coverage
     shifts with what it is about (coverage heavy on a topic lowers that topic's scores), and a
     fresh installation has no coverage at all; a fixed reference keeps one threshold valid.
     """
-    if not REFERENCE_MEANS.exists():
+    path = reference_means_path(model_id)
+    if path is None or not path.exists():
         return {}
-    with np.load(REFERENCE_MEANS) as data:
-        if str(data["model"]) != model_id:
+    with np.load(path) as data:
+        if model_family(str(data["model"])) != model_family(model_id):
             return {}
         return {key: data[key].astype(np.float32) for key in data.files if key != "model"}
 

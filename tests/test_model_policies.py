@@ -121,3 +121,21 @@ def test_the_app_wires_the_models_policies_into_stories_and_alerts(tmp_path: Pat
     assert other.alerts.policy == GENERIC_POLICY
     for app in (gemma, other):
         asyncio.run(app.aclose())
+
+
+def test_reference_means_are_shipped_for_each_calibrated_family() -> None:
+    # the language means the thresholds were calibrated with: a stored coverage heavy on a
+    # topic would shift them (the pipeline's recall for EmbeddingGemma fell from 0.86 to 0.61
+    # on one topic of the report split without them)
+    from alerts.profiles import reference_means
+
+    bundled = reference_means("bundled:intfloat/multilingual-e5-small")
+    assert sorted(bundled) == ["de", "en", "ru", "uk"]
+    assert {v.shape for v in bundled.values()} == {(384,)}
+    for model_id in GEMMA_IDS:
+        gemma = reference_means(model_id)
+        assert sorted(gemma) == ["de", "en", "ru", "uk"]
+        assert {v.shape for v in gemma.values()} == {(768,)}
+        assert all(abs(float(np.linalg.norm(v))) > 0 for v in gemma.values())
+    for model_id in OTHER_IDS:
+        assert reference_means(model_id) == {}
