@@ -777,10 +777,12 @@ def with_fields(policy: P, assignments: Sequence[str], option: str = "--set") ->
     changes: dict[str, object] = {}
     for assignment in assignments:
         name, _, raw = assignment.partition("=")
-        kind = kinds.get(name, "")
+        if name not in kinds:
+            raise SystemExit(f"{option} {assignment}: {type(policy).__name__} has no field "
+                             f"{name!r}")  # fmt: skip
+        kind = kinds[name]
         if kind.split(" ")[0] not in ("float", "int", "bool"):
-            raise SystemExit(f"{option} {assignment}: {type(policy).__name__} has no number or "
-                             f"switch field {name!r}")  # fmt: skip
+            raise SystemExit(f"{option} {assignment}: {name} is not a number or a switch")
         try:
             if raw.lower() == "none" and "None" in kind:
                 changes[name] = None

@@ -605,6 +605,13 @@ def test_the_topic_benchmarks_take_policy_fields_with_clear_errors(
         bench.with_fields(base, ["treshold=0.1"])
     with pytest.raises(SystemExit, match="confident_articles takes a value of type int"):
         bench.with_fields(base, ["confident_articles=many"])
+    # --story-set: the story thresholds, by the same rules
+    from indexer.stories import DEFAULT_POLICY
+
+    lower = bench.with_fields(DEFAULT_POLICY, ["cross_language_threshold=0.75"], "--story-set")
+    assert lower == replace(DEFAULT_POLICY, cross_language_threshold=0.75)
+    with pytest.raises(SystemExit, match="--story-set window=3: window is not a number"):
+        bench.with_fields(DEFAULT_POLICY, ["window=3"], "--story-set")
 
 
 def test_the_topic_benchmark_competes_as_the_matcher_does(monkeypatch: pytest.MonkeyPatch) -> None:
