@@ -82,8 +82,9 @@ EXAMPLE_BASELINE = 0.8
 
 @dataclass(frozen=True, slots=True)
 class MatchPolicy:
-    """Scoring weights and the default threshold, calibrated for a model (``bench/quality.py``
-    ``--calibrate`` prints them; never tuned per topic by hand)."""
+    """Scoring weights and the default threshold, calibrated for a model on the topic fixtures
+    (``bench/topics.py``, ``--model`` for a sentence-transformers one; ``policy_for`` picks a
+    model's policy; never tuned per topic by hand)."""
 
     threshold: float
     contrast: float = 0.25
