@@ -64,6 +64,25 @@ def _arrive(
     vectors.upsert("c", [Point(point_id(url, 0), vector, payload)])
 
 
+#: the topic of the alert-stage tests below (articles stored by ``_arrive``)
+TALKS = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
+              channels=("mail",))  # fmt: skip
+
+
+def _talks_stage(
+    store: SqlStateStore, vectors: Any, embedder: Any, policy: MatchPolicy, *,
+    topic: Topic = TALKS, min_feedback_coverage: int = 500,
+) -> Any:  # fmt: skip
+    """A real ``AlertStage`` for ``topic`` over ``_arrive``'s collection, at ``T0``."""
+    from alerts.stage import AlertStage
+
+    return AlertStage(
+        store=store, vectors=vectors, embedder=embedder, collection="c", topics=(topic,),
+        channels=frozenset({"mail"}), languages=("uk",), backfill=timedelta(days=1),
+        policy=policy, clock=lambda: T0, min_feedback_coverage=min_feedback_coverage,
+    )  # fmt: skip
+
+
 def _queue_first_message(store: SqlStateStore) -> str:
     _indexed(store, "a1", "a2")
     store.record_matches("a1", "s1", [_match("a1")], alertable=True, now=T0)
@@ -476,13 +495,11 @@ def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story(
     and the alert reports both. A refined topic, or a clear match, alerts at once."""
     from dataclasses import replace
 
-    from alerts.stage import AlertStage
     from indexer.embed import HashEmbedder
     from indexer.qdrant_edge import EdgeVectorStore
 
     embedder = HashEmbedder()
-    topic = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
-                  channels=("mail",))  # fmt: skip
+    topic = TALKS
     text = "peace talks delegations met in Abu Dhabi"
     vectors = EdgeVectorStore(tmp_path / "vectors")
     vectors.ensure_collection("c", embedder.dim)
@@ -490,12 +507,9 @@ def test_an_uncertain_topic_alerts_once_a_second_outlet_confirms_the_story(
     def arrive(aid: str, feed: str, story: str) -> None:
         _arrive(store, vectors, embedder, aid, feed, story, text)
 
-    def stage(policy: MatchPolicy, *, min_feedback_coverage: int = 500) -> AlertStage:
-        return AlertStage(
-            store=store, vectors=vectors, embedder=embedder, collection="c", topics=(topic,),
-            channels=frozenset({"mail"}), languages=("uk",), backfill=timedelta(days=1),
-            policy=policy, clock=lambda: T0, min_feedback_coverage=min_feedback_coverage,
-        )  # fmt: skip
+    def stage(policy: MatchPolicy, *, min_feedback_coverage: int = 500) -> Any:
+        return _talks_stage(store, vectors, embedder, policy, topic=topic,
+                            min_feedback_coverage=min_feedback_coverage)  # fmt: skip
 
     try:
         arrive("a1", "kyiv", "s1")
@@ -545,27 +559,20 @@ def test_a_near_miss_joins_its_storys_clear_match_in_either_order(
     article further below, in the same story, stays out."""
     from dataclasses import replace
 
-    from alerts.stage import AlertStage
     from indexer.embed import HashEmbedder
     from indexer.qdrant_edge import EdgeVectorStore
     from monitor.types import Article
 
     embedder = HashEmbedder()
-    topic = Topic(id="talks", name="Talks", description="peace talks delegations in Abu Dhabi",
-                  channels=("mail",))  # fmt: skip
-    clear_text = "peace talks delegations in Abu Dhabi"
+    clear_text = TALKS.description
     vectors = EdgeVectorStore(tmp_path / "vectors")
     vectors.ensure_collection("c", embedder.dim)
 
     def arrive(aid: str, feed: str, story: str, text: str) -> None:
         _arrive(store, vectors, embedder, aid, feed, story, text)
 
-    def stage(policy: MatchPolicy) -> AlertStage:
-        return AlertStage(
-            store=store, vectors=vectors, embedder=embedder, collection="c", topics=(topic,),
-            channels=frozenset({"mail"}), languages=("uk",), backfill=timedelta(days=1),
-            policy=policy, clock=lambda: T0, min_feedback_coverage=0,
-        )  # fmt: skip
+    def stage(policy: MatchPolicy) -> Any:
+        return _talks_stage(store, vectors, embedder, policy, min_feedback_coverage=0)
 
     try:
         texts = {"a1": "peace talks delegations in the Gulf", "a2": clear_text,
