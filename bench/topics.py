@@ -82,6 +82,13 @@ LANGUAGES = ("de", "en", "ru", "uk")
 #: contrast, report_f.jsonl for the story support; report_g.jsonl, written blind, is the report
 #: split (report_e.jsonl, the one before it, reports only too)
 CALIBRATION_POOL = ("calibration.jsonl", "report_a.jsonl", "report_b.jsonl")
+#: every file that was blind at its first run (``--held-out`` runs them all and pools them):
+#: report_c/d/f have been development data since, report_e and report_g never
+HELD_OUT = ("report_c.jsonl", "report_d.jsonl", "report_e.jsonl", "report_f.jsonl",
+            "report_g.jsonl")  # fmt: skip
+#: the F1 intervals: percentile bootstrap over events, this many resamples, this level
+BOOTSTRAP_ROUNDS = 2000
+INTERVAL_LEVEL = 0.95
 TARGET_F1 = 0.9
 TARGET_ALERTS_PER_STORY = 1.2
 
@@ -233,6 +240,45 @@ def prf(predicted: set[str], relevant: set[str]) -> PRF:
     p = hits / len(predicted) if predicted else 1.0
     r = hits / len(relevant) if relevant else 1.0
     return PRF(p, r, 2 * p * r / (p + r) if p + r else 0.0)
+
+
+def event_interval(
+    predicted: set[str],
+    items: Sequence[Item],
+    topic: str,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    level: float = INTERVAL_LEVEL,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of ``topic``'s F1 over ``items``, resampling whole events
+    (``Item.story``) rather than articles: this matcher's errors come by event - one event's
+    coverage all just on the wrong side of the threshold - so resampling articles as if they
+    were independent would understate how far a file of a dozen events can swing. Stratified:
+    the events with an article relevant to the topic and the others are resampled apart, so
+    every draw has as many of each as the file (a draw of the other events alone says
+    nothing of F1)."""
+    counts: dict[str, list[int]] = {}  # event -> [hits, false positives, misses]
+    for item in items:
+        row = counts.setdefault(item.story, [0, 0, 0])
+        if item.id in predicted:
+            row[0 if topic in item.topics else 1] += 1
+        elif topic in item.topics:
+            row[2] += 1
+    relevant_events = {i.story for i in items if topic in i.topics}
+    rng = np.random.default_rng(seed)
+    totals = np.zeros((rounds, 3), dtype=np.int64)
+    for relevant in (True, False):
+        stratum = np.array([c for story, c in counts.items()
+                            if (story in relevant_events) == relevant], dtype=np.int64)  # fmt: skip
+        if len(stratum):
+            picks = rng.integers(0, len(stratum), size=(rounds, len(stratum)))
+            totals += stratum[picks].sum(axis=1)
+    hits, false_positives, misses = totals.T
+    denominator = 2 * hits + false_positives + misses
+    # nothing relevant and nothing chosen is a perfect draw, as in ``prf``
+    f1 = np.where(denominator > 0, 2 * hits / np.maximum(denominator, 1), 1.0)
+    low, high = np.quantile(f1, [(1 - level) / 2, (1 + level) / 2])
+    return (float(low), float(high))
 
 
 def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -585,17 +631,21 @@ def pipeline_bench(
     work: Path,
     policy: MatchPolicy = BUNDLED_POLICY,
     stories: StoryPolicy | None = None,
-) -> None:
+) -> list[list[PipelineRow]]:
     """Each split in a service of its own (its stored coverage: the background, then it;
-    ``stories``: the story thresholds, the model's calibrated ones by default)."""
+    ``stories``: the story thresholds, the model's calibrated ones by default); returns each
+    split's rows."""
     rows: list[list[object]] = []
     elapsed = []
     overall = []
+    runs = []
     for n, (name, items) in enumerate(splits):
         started = time.monotonic()
         results = pipeline_run(embedder, topics, items, work / str(n), policy, stories)
+        runs.append(results)
         elapsed.append(f"{name}: {len(items)} articles in {time.monotonic() - started:.0f} s")
-        rows += [[name, r.topic, r.result.precision, r.result.recall, r.result.f1, r.alerts,
+        rows += [[name, r.topic, r.result.precision, r.result.recall, r.result.f1,
+                  _interval(event_interval(set(r.predicted), items, r.topic)), r.alerts,
                   r.messages, f"{len(r.stories)}/{r.labelled}", r.per_story, r.spanning,
                   r.false_alarms]
                  for r in results]  # fmt: skip
@@ -611,13 +661,14 @@ def pipeline_bench(
         f"2. Whole pipeline (Indexer + AlertStage, "
         f"{'the calibrated policy' if calibrated else 'a candidate policy'}: threshold "
         f"{policy.threshold}, contrast {policy.contrast}, rival contrast {policy.rival_contrast}; "
-        f"{'; '.join(elapsed)})",
+        f"{'; '.join(elapsed)}; F1 intervals: {INTERVAL_LEVEL:.0%} bootstrap over events)",
         [
             "split",
             "topic",
             "precision",
             "recall",
             "F1",
+            "F1 interval",
             "alerts",
             "messages",
             "stories alerted",
@@ -628,6 +679,45 @@ def pipeline_bench(
         rows,
     )
     print("\n".join(overall))
+    return runs
+
+
+def pooled_bench(
+    topics: Sequence[Topic],
+    splits: Sequence[tuple[str, Sequence[Item]]],
+    runs: Sequence[Sequence[PipelineRow]],
+) -> None:
+    """Per topic, the pipeline's matches over several files pooled (each file was run in a
+    store of its own): the most articles and events one figure can rest on, with its interval.
+    Events are told apart by file (each file names its own)."""
+    items = [replace(i, story=f"{name}/{i.story}") for name, split in splits for i in split]
+    rows: list[list[object]] = []
+    for topic in topics:
+        predicted = {a for results in runs for r in results if r.topic == topic.id
+                     for a in r.predicted}  # fmt: skip
+        relevant = {i.id for i in items if topic.id in i.topics}
+        result = prf(predicted, relevant)
+        per_story = [r.per_story for results in runs for r in results
+                     if r.topic == topic.id and r.stories]  # fmt: skip
+        incidences = sum(r.incidences for results in runs for r in results if r.topic == topic.id)
+        alerted = sum(len(r.stories) for results in runs for r in results if r.topic == topic.id)
+        rows.append([topic.id, len(relevant), result.precision, result.recall, result.f1,
+                     _interval(event_interval(predicted, items, topic.id)),
+                     incidences / alerted if alerted else 0.0,
+                     max(per_story, default=0.0)])  # fmt: skip
+    events = len({i.story for i in items})
+    table(
+        f"2b. Pooled over {', '.join(name for name, _ in splits)} ({len(items)} articles, "
+        f"{events} events; each file in a store of its own; F1 interval: "
+        f"{INTERVAL_LEVEL:.0%} bootstrap over events)",
+        ["topic", "relevant", "precision", "recall", "F1", "F1 interval", "alerts/story",
+         "worst file's alerts/story"],
+        rows,
+    )  # fmt: skip
+
+
+def _interval(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
 
 
 @dataclass(frozen=True)
@@ -636,6 +726,7 @@ class PipelineRow:
 
     topic: str
     result: PRF
+    predicted: frozenset[str]  # the articles it matched
     alerts: int
     messages: int
     stories: dict[str, set[str]]  # labelled story -> the alerts that reported it
@@ -743,8 +834,9 @@ def pipeline_run(
              if topic.id in by_id[a.article_id].topics}
             for alert in topic_alerts
         ]  # fmt: skip
-        rows.append(PipelineRow(topic.id, result, len(topic_alerts), messages, stories,
-                                len(labelled), sum(len(r) > 1 for r in labelled_by_alert),
+        rows.append(PipelineRow(topic.id, result, frozenset(predicted), len(topic_alerts),
+                                messages, stories, len(labelled),
+                                sum(len(r) > 1 for r in labelled_by_alert),
                                 sum(not r for r in labelled_by_alert)))  # fmt: skip
     vectors.close()
     store.close()
@@ -816,6 +908,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "them in one store",
     )
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="the pipeline on every file that was blind at its first run, each in a store of "
+        "its own, then pooled (instead of the calibration files and --report)",
+    )
     parser.add_argument("--threshold", type=float,
                         help="the pipeline's threshold (to measure a candidate)")  # fmt: skip
     parser.add_argument("--rival-contrast", type=float,
@@ -880,8 +978,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         keyword_bench(topics, calibration, report)
     if not args.skip_pipeline:
         with tempfile.TemporaryDirectory() as work:
-            splits = [(name, load(*name.split("+"))) for name in args.pipeline_calibration]
-            splits.append(("report", report))
+            if args.held_out:
+                splits = [(name, load(name)) for name in HELD_OUT]
+            else:
+                splits = [(name, load(*name.split("+"))) for name in args.pipeline_calibration]
+                splits.append(("report", report))
             candidate = {"threshold": args.threshold, "rival_contrast": args.rival_contrast,
                          "feedback_margin": args.feedback_margin}  # fmt: skip
             policy = replace(policy_for(embedder.model_id),
@@ -891,7 +992,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             policy = with_fields(policy, args.set)
             stories = with_fields(story_policy_for(embedder.model_id), args.story_set,
                                   "--story-set")  # fmt: skip
-            pipeline_bench(embedder, topics, splits, Path(work), policy, stories)
+            runs = pipeline_bench(embedder, topics, splits, Path(work), policy, stories)
+            if args.held_out:
+                pooled_bench(topics, splits, runs)
     print(f"\nlanguage means: {len(background_items())} background articles"
           f" (tests/fixtures/retrieval)")  # fmt: skip
     print(f"\ntargets: F1 >= {TARGET_F1} per topic, <= {TARGET_ALERTS_PER_STORY} alerts per story; "

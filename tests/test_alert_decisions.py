@@ -637,3 +637,33 @@ def test_the_topic_benchmark_competes_as_the_matcher_does(monkeypatch: pytest.Mo
             assert match.score == pytest.approx(expected[match.topic_id][article], abs=1e-6)
             contested += "fits it better" in match.reason
     assert contested > 10  # the data exercises the competition
+
+
+def test_the_topic_benchmark_bootstraps_f1_over_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/topics.py's F1 intervals resample whole events: one event missed whole widens
+    the interval more than the same number of misses spread over three events; a perfect
+    matcher's interval is exactly 1."""
+    from datetime import UTC, datetime
+
+    bench = _topic_bench(monkeypatch)
+    published = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def item(n: int, story: str, relevant: bool) -> Any:
+        return bench.Item(f"a{n}", "en", "S", published, "t", "x", story,
+                          frozenset({"talks"} if relevant else ()))  # fmt: skip
+
+    # ten relevant events of three articles, ten events of three unrelated articles
+    items = [item(10 * e + k, f"e{e}", e < 10) for e in range(20) for k in range(3)]
+    relevant = {i.id for i in items if "talks" in i.topics}
+    assert bench.event_interval(relevant, items, "talks") == (1.0, 1.0)
+
+    missed = relevant - {"a0", "a1", "a2"}  # event e0 missed whole: F1 = 2 * 27 / 57
+    low, high = bench.event_interval(missed, items, "talks", rounds=4000)
+    point = bench.prf(missed, relevant).f1
+    assert point == pytest.approx(54 / 57)
+    assert 0.7 < low < point < high == 1.0  # draws that hold e0 twice or more are common
+    # the same number of misses, one in each of three events, resample more tightly
+    spread = relevant - {"a0", "a11", "a22"}
+    assert bench.event_interval(spread, items, "talks", rounds=4000)[0] > low
+    # nothing relevant and nothing chosen: a perfect, empty sample
+    assert bench.event_interval(set(), items, "other") == (1.0, 1.0)
