@@ -174,7 +174,7 @@ class CachedEmbedder:
     ) -> None:  # fmt: skip
         self.inner: BundledEmbedder | SentenceTransformersEmbedder = (
             BundledEmbedder(engine=engine, precision=precision) if model is None
-            else SentenceTransformersEmbedder(model, device=device)
+            else SentenceTransformersEmbedder(model, device=device, precision=precision)
         )  # fmt: skip
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "newsmon" / "bench-topics.sqlite"
@@ -939,7 +939,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="the --model's device (cpu, cuda, auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="the torch engine's arithmetic")  # fmt: skip
+                        help="the arithmetic: the bundled model's torch engine's, or the "
+                        "--model's (float32, bfloat16, float16)")  # fmt: skip
     parser.add_argument(
         "--write-reference-means",
         type=Path,

