@@ -42,11 +42,12 @@ log = logging.getLogger("newsmon.indexer.embed")
 BUNDLED_MODEL: Final = "intfloat/multilingual-e5-small"
 BACKENDS: Final = ("bundled", "sentence-transformers")
 ST_INSTALL_HINT: Final = "pip install 'newsmon[sentence-transformers]'"
-#: the sentence-transformers backend's arithmetic, by name. ``auto`` is float32: the calibrated
-#: policies (``alerts.matching``, ``indexer.stories``) were measured in it, and float16
-#: overflows in some models (EmbeddingGemma's activations). bfloat16 halves the memory and
-#: runs 2.4x as fast on CPUs with AMX tiles (EmbeddingGemma-300M, see the README); float16 is
-#: for GPUs.
+#: the sentence-transformers backend's arithmetic, by name, or ``auto``: bfloat16 where the
+#: hardware runs it natively (GPUs that have it, CPUs with AMX tiles), else float32
+#: (``st_precision``). bfloat16 halves the memory, runs EmbeddingGemma-300M 2.4x as fast on
+#: an AMX CPU and gave its calibrated figures to the digit (README: Stronger models); emulated
+#: bfloat16 is slower than float32. float16 only by name, on a GPU: it overflows in some
+#: models (EmbeddingGemma's activations).
 ST_PRECISIONS: Final = ("auto", "float32", "bfloat16", "float16")
 TORCH_INSTALL_HINT: Final = "pip install 'newsmon[torch]'"
 #: engines for the bundled weights (see BundledEmbedder)
@@ -493,6 +494,7 @@ class _Loaded:
     max_tokens: int
     query: _Prompt
     document: _Prompt
+    precision: str  # what it runs in
 
 
 class SentenceTransformersEmbedder(_WindowedEmbedder):
@@ -520,7 +522,7 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
         self.model = model
         self.device = device
         self.batch_size = batch_size
-        self.precision = "float32" if precision == "auto" else precision
+        self._precision = precision  # as configured; ``precision``: as it runs
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
 
@@ -529,6 +531,13 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
         # not the precision: it moves a vector by less than a model's own noise (cosine to
         # float32's >= 0.99), so vectors stored in one precision stay valid in another
         return f"st:{self.model}"
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic it runs in (``auto`` resolved for the device: imports torch)."""
+        if self._precision != "auto":
+            return self._precision
+        return st_precision(_resolve_device(self.model, self.device))
 
     @property
     def engine_label(self) -> str:
@@ -567,7 +576,7 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
                 show_progress_bar=False,
                 **prompt.encode_kwargs(),
             )
-        if self.precision != "float32":  # normalised in the model's type: unit length again
+        if loaded.precision != "float32":  # normalised in the model's type: unit length again
             rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         return rows
 
@@ -586,28 +595,40 @@ class SentenceTransformersEmbedder(_WindowedEmbedder):
                 self.model, f"sentence-transformers is not installed: {ST_INSTALL_HINT}"
             ) from e
         device = _resolve_device(self.model, self.device)
-        if self.precision == "float16" and device == "cpu":
+        precision = self.precision
+        if precision == "float16" and device == "cpu":
             raise EmbedderError(
                 self.model, "precision 'float16' is for GPUs (device cuda or mps); on a CPU "
                 "use bfloat16 (fast with AMX tiles) or float32"
             )  # fmt: skip
         try:
             model = sentence_transformers.SentenceTransformer(
-                self.model, device=device, model_kwargs=_dtype_kwargs(self.precision)
+                self.model, device=device, model_kwargs=_dtype_kwargs(precision)
             )
         except Exception as e:  # OSError, ValueError, HF errors...: all mean "unusable model"
             raise EmbedderError(self.model, _load_failure(e)) from e
-        loaded = _describe(self.model, model)
+        loaded = _describe(self.model, model, precision)
         log.info(
             "loaded %s (sentence-transformers, %d dims, %d tokens) on %s in %s in %.1fs",
             self.model,
             loaded.dim,
             loaded.max_tokens,
             device,
-            self.precision,
+            precision,
             time.monotonic() - started,
         )
         return loaded
+
+
+def st_precision(device: str) -> str:
+    """``auto`` for the sentence-transformers backend on ``device``: bfloat16 where it runs
+    natively - a GPU that has it, a CPU with AMX tiles - else float32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bfloat16" if device == "cpu" and amx() else "float32"
 
 
 def _dtype_kwargs(precision: str) -> dict[str, Any]:
@@ -643,15 +664,14 @@ def _load_failure(error: Exception) -> str:
     return message
 
 
-def _describe(name: str, model: Any) -> _Loaded:
+def _describe(name: str, model: Any, precision: str) -> _Loaded:
     dimension = getattr(model, "get_embedding_dimension", None) or (
         model.get_sentence_embedding_dimension
     )
     limit = model.max_seq_length or min(int(model.tokenizer.model_max_length), 512)
     query, document = _prompts(name, dict(model.prompts or {}))
-    return _Loaded(
-        model=model, dim=int(dimension()), max_tokens=int(limit), query=query, document=document
-    )
+    return _Loaded(model=model, dim=int(dimension()), max_tokens=int(limit), query=query,
+                   document=document, precision=precision)  # fmt: skip
 
 
 def _prompts(name: str, prompts: dict[str, str]) -> tuple[_Prompt, _Prompt]:
