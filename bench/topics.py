@@ -25,6 +25,11 @@ descriptions alone (examples and negatives unused unless a row says so).
    story).
 3. A plain keyword matcher (hand-written keyword lists in four languages) as the baseline.
 
+Every pipeline F1 comes with a 95% interval, a bootstrap over events (``event_interval``).
+``--held-out --pipeline-only`` runs the pipeline on every file that was blind at its first run
+(``HELD_OUT``), each in a store of its own, and pools their matches per topic: the widest
+held-out figure these fixtures give.
+
 Language means (the per-language bias correction) come from a separate corpus: the retrieval
 fixtures (tests/fixtures/retrieval), standing in for the service's stored coverage.
 """
