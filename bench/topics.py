@@ -698,18 +698,15 @@ def pooled_bench(
     items = [replace(i, story=f"{name}/{i.story}") for name, split in splits for i in split]
     rows: list[list[object]] = []
     for topic in topics:
-        predicted = {a for results in runs for r in results if r.topic == topic.id
-                     for a in r.predicted}  # fmt: skip
+        mine = [r for results in runs for r in results if r.topic == topic.id]  # one per file
+        predicted = {a for r in mine for a in r.predicted}
         relevant = {i.id for i in items if topic.id in i.topics}
         result = prf(predicted, relevant)
-        per_story = [r.per_story for results in runs for r in results
-                     if r.topic == topic.id and r.stories]  # fmt: skip
-        incidences = sum(r.incidences for results in runs for r in results if r.topic == topic.id)
-        alerted = sum(len(r.stories) for results in runs for r in results if r.topic == topic.id)
+        alerted = sum(len(r.stories) for r in mine)
         rows.append([topic.id, len(relevant), result.precision, result.recall, result.f1,
                      _interval(event_interval(predicted, items, topic.id)),
-                     incidences / alerted if alerted else 0.0,
-                     max(per_story, default=0.0)])  # fmt: skip
+                     sum(r.incidences for r in mine) / alerted if alerted else 0.0,
+                     max((r.per_story for r in mine if r.stories), default=0.0)])  # fmt: skip
     events = len({i.story for i in items})
     table(
         f"2b. Pooled over {', '.join(name for name, _ in splits)} ({len(items)} articles, "

@@ -303,17 +303,17 @@ def resolve_precision(torch: Any, device: Any, precision: str) -> str:
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if device.type != "cpu":
         return "float32"
-    if _has_cpu(torch, "amx_tile"):
+    if has_cpu_unit(torch, "amx_tile"):
         return "bfloat16"
     kernel = int8_kernel(torch)
-    if kernel == "int_mm" and _has_cpu(torch, "vnni"):
+    if kernel == "int_mm" and has_cpu_unit(torch, "vnni"):
         return "int8"
-    if _has_cpu(torch, "avx512_bf16"):
+    if has_cpu_unit(torch, "avx512_bf16"):
         return "bfloat16"
     return "int8" if kernel == "qlinear" else "float32"
 
 
-def _has_cpu(torch: Any, unit: str) -> bool:
+def has_cpu_unit(torch: Any, unit: str) -> bool:
     return bool(getattr(torch.cpu, f"_is_{unit}_supported", lambda: False)())
 
 
@@ -328,7 +328,7 @@ def int8_kernel(torch: Any) -> str | None:
       slower than float32 (measured on Zen 3: 0.4 passages/s against 16);
     * ``int_mm`` again where only it works (correct, if slow without VNNI)."""
     int_mm = _int_mm_problem(torch) is None
-    if int_mm and (_has_cpu(torch, "vnni") or _has_cpu(torch, "amx_tile")):
+    if int_mm and (has_cpu_unit(torch, "vnni") or has_cpu_unit(torch, "amx_tile")):
         return "int_mm"
     if _qlinear_problem(torch) is None:
         return "qlinear"

@@ -625,10 +625,11 @@ def st_precision(device: str) -> str:
     natively - a GPU that has it, a CPU with AMX tiles - else float32."""
     import torch
 
+    from indexer.e5_torch import has_cpu_unit
+
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bfloat16" if device == "cpu" and amx() else "float32"
+    return "bfloat16" if device == "cpu" and has_cpu_unit(torch, "amx_tile") else "float32"
 
 
 def _dtype_kwargs(precision: str) -> dict[str, Any]:
