@@ -71,6 +71,7 @@ from typing import NamedTuple
 import numpy as np
 
 from alerts.keywords import found
+from alerts.names import distinctive_names, name_as_written, names_in, text_keys
 from alerts.types import Match, Topic
 from indexer.models import BUNDLED, EMBEDDINGGEMMA, model_family
 from indexer.types import Matrix, Vector
@@ -138,6 +139,10 @@ class MatchPolicy:
     #: report of the same event that clearly matches (``story_supported``)
     story_margin: float = 0.0
     story_support: float = 0.01
+    #: a name in a topic's name that no other topic names (``alerts.names``: "Abu Dhabi" in
+    #: "Abu Dhabi peace talks") keeps the topic's claim on an article that names it, in any
+    #: script: no rival takes its passages (``match_topics``)
+    named_claims: bool = False
 
     def before_feedback(self) -> MatchPolicy:
         """The policy a young store's unrefined queries are matched with."""
@@ -173,6 +178,7 @@ BUNDLED_POLICY = MatchPolicy(
     confident_articles=10,
     story_margin=0.006,
     story_support=0.01,
+    named_claims=True,
 )
 #: EmbeddingGemma-300M through the sentence-transformers backend (``indexer.models``): the
 #: bundled model's scoring and weights; its threshold calibrated the same way (the best mean F1
@@ -361,16 +367,45 @@ def match_topics(
     if not policy.rival_contrast or not claims:
         return first
     verdicts = []
+    named_in = _NamedIn(profiles, article) if policy.named_claims else None
     for profile, match in zip(profiles, first, strict=True):
         rivals = [m for m in claims if m.topic_id != match.topic_id]
         if not rivals or match.passage_index < 0 or not profile.topic.compete:
             verdicts.append(match)
             continue
         named = max(rivals, key=lambda m: m.score).topic_id
+        own = named_in.names(profile.topic) if named_in is not None else ""
+        if own:
+            verdicts.append(replace(match, reason=f"{match.reason}; it names {own}, which only "
+                                    f"this topic's name names: {named} takes nothing"))  # fmt: skip
+            continue
         best = np.max(np.stack([scores[m.topic_id] for m in rivals]), axis=0)
         verdicts.append(match_article(profile, article, passages, vectors, policy,
                                       Rival(named, best), scores[profile.topic.id]))  # fmt: skip
     return verdicts
+
+
+class _NamedIn:
+    """Which topics' distinctive names an article names (``alerts.names``), worked out when a
+    verdict first asks: most articles are contested by no topic."""
+
+    def __init__(self, profiles: Sequence[TopicProfile], article: ArticleView) -> None:
+        self._topics = [p.topic for p in profiles]
+        self._text = f"{article.title}\n{article.text}"
+        self._keys: list[str] | None = None
+
+    def names(self, topic: Topic) -> str:
+        """The first of ``topic``'s distinctive names the article names, as the topic's name
+        writes it ("" if none)."""
+        others = tuple(text for t in self._topics if t.id != topic.id
+                       for text in (t.name, t.description))  # fmt: skip
+        own = distinctive_names(topic.name, topic.description, others)
+        if not own:
+            return ""
+        if self._keys is None:
+            self._keys = text_keys(self._text)
+        found_names = names_in(self._keys, own)
+        return repr(name_as_written(topic.name, found_names[0])) if found_names else ""
 
 
 def against_rival(scores: Matrix, rival_scores: Matrix, weight: float) -> Matrix:

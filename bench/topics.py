@@ -47,7 +47,8 @@ import os  # noqa: E402
 import sqlite3  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
+from collections.abc import Set as AbstractSet  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -68,6 +69,7 @@ from alerts.matching import (  # noqa: E402
     passage_scores,
     policy_for,
 )
+from alerts.names import distinctive_names, names_in, text_keys  # noqa: E402
 from alerts.profiles import build_profile, query_texts, topic_from_config  # noqa: E402
 from alerts.types import Topic  # noqa: E402
 from indexer.e5_torch import PRECISIONS  # noqa: E402
@@ -428,21 +430,27 @@ PassageScores = dict[str, dict[str, Matrix]]
 
 
 def competed(
-    scores: PassageScores, threshold: float, weight: float, agreeing: int
+    scores: PassageScores,
+    threshold: float,
+    weight: float,
+    agreeing: int,
+    kept: Mapping[str, AbstractSet[str]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Article scores once the topics competed for each article's passages at ``threshold``
     for every topic (as ``alerts.matching.match_topics``: the rivals are the other topics
-    whose score alone reaches it)."""
+    whose score alone reaches it); ``kept``: per topic, the articles that name what only its
+    name names, where it keeps its claim (``MatchPolicy.named_claims``, ``named_articles``)."""
     alone = {topic: {a: article_score(p, agreeing) for a, p in by.items()}
              for topic, by in scores.items()}  # fmt: skip
     if not weight:
         return alone
+    kept = kept or {}
     result: dict[str, dict[str, float]] = {topic: {} for topic in scores}
     for topic, by in scores.items():
         for article, passages in by.items():
             rivals = [scores[u][article] for u in scores
                       if u != topic and alone[u][article] >= threshold]  # fmt: skip
-            if not rivals:
+            if not rivals or article in kept.get(topic, ()):
                 result[topic][article] = alone[topic][article]
                 continue
             adjusted = against_rival(passages, np.max(np.stack(rivals), axis=0), weight)
@@ -450,16 +458,33 @@ def competed(
     return result
 
 
+def named_articles(topics: Sequence[Topic], items: Sequence[Item]) -> dict[str, frozenset[str]]:
+    """Per topic, the articles that name a name only its name names (``alerts.names``)."""
+    result = {}
+    for topic in topics:
+        others = tuple(text for t in topics if t.id != topic.id
+                       for text in (t.name, t.description))  # fmt: skip
+        own = distinctive_names(topic.name, topic.description, others)
+        result[topic.id] = frozenset(
+            i.id for i in items if own and names_in(text_keys(f"{i.title}\n{i.text}"), own)
+        )
+    return result
+
+
 def best_threshold(
-    scores: PassageScores, items: Sequence[Item], rivals: float = 0.0, agreeing: int = 2
+    scores: PassageScores,
+    items: Sequence[Item],
+    rivals: float = 0.0,
+    agreeing: int = 2,
+    kept: Mapping[str, AbstractSet[str]] | None = None,
 ) -> float:
     """The one threshold (shared by all topics) with the best mean F1 (the topics competing
-    with weight ``rivals``)."""
+    with weight ``rivals``; ``kept``: as for ``competed``)."""
     alone = competed(scores, 0.0, 0.0, agreeing)
     values = sorted({round(s, 3) for per_topic in alone.values() for s in per_topic.values()})
     best, best_f1 = 0.0, -1.0
     for threshold in values:
-        f1 = mean_f1(competed(scores, threshold, rivals, agreeing), items, threshold)
+        f1 = mean_f1(competed(scores, threshold, rivals, agreeing, kept), items, threshold)
         if f1 > best_f1:
             best, best_f1 = threshold, f1
     return best
@@ -484,7 +509,9 @@ def mean_f1(scores: dict[str, dict[str, float]], items: Sequence[Item], threshol
 
 def variants(plain: MatchPolicy, default: MatchPolicy) -> list[Variant]:
     """The scoring table's rows: the default built up from a plain cosine, then variations."""
-    unscreened = replace(default, feedback_margin=None, feedback_competition=False)
+    unscreened = replace(
+        default, feedback_margin=None, feedback_competition=False, named_claims=False
+    )
     alone = replace(unscreened, rival_contrast=0.0)  # each topic scored on its own
     no_anchors = replace(alone, anchor_passages=0)
     global_only = replace(no_anchors, language_feedback_passages=0)
@@ -497,7 +524,8 @@ def variants(plain: MatchPolicy, default: MatchPolicy) -> list[Variant]:
         Variant("+ per-language feedback", no_anchors),
         Variant("+ cross-language anchors", alone),
         Variant("+ rival contrast 0.5", unscreened),
-        Variant("+ feedback screened, topics compete for it (the project default)", default),
+        Variant("+ feedback screened, topics compete for it", replace(default, named_claims=False)),
+        Variant("+ names in a topic's name keep its claim (the project default)", default),
         Variant(
             "  default before the stage's feedback starts (a young store)",
             replace(default, feedback_passages=0, language_feedback_passages=0, anchor_passages=0),
@@ -542,20 +570,23 @@ def variant_row(
     topics: Sequence[Topic],
     default: MatchPolicy,
     plain_cal: dict[str, dict[str, float]],
+    named: Mapping[str, Mapping[str, frozenset[str]]],
 ) -> list[object]:
     """One row of the scoring table (``plain_cal``: the default's calibration scores, which
-    the simulated user of the later label rows judged, filled in by the default's row)."""
+    the simulated user of the later label rows judged, filled in by the default's row;
+    ``named``: per split, ``named_articles``)."""
     cal, rep = scores("cal", variant), scores("rep", variant)
     rivals, agreeing = variant.policy.rival_contrast, variant.policy.agreeing
+    kept_cal, kept_rep = (named["cal"], named["rep"]) if variant.policy.named_claims else ({}, {})
     if variant.labels == 0 and variant.policy == default and not variant.examples:
-        plain_cal.update(competed(cal, default.threshold, rivals, agreeing))
+        plain_cal.update(competed(cal, default.threshold, rivals, agreeing, kept_cal))
     # labels do not recalibrate anything: the default threshold stays
     threshold = (default.threshold if variant.labels
-                 else best_threshold(cal, calibration, rivals, agreeing))  # fmt: skip
-    results = per_topic(competed(rep, threshold, rivals, agreeing), report, threshold)
-    best = best_threshold(rep, report, rivals, agreeing)
-    hindsight = mean_f1(competed(rep, best, rivals, agreeing), report, best)
-    cal_f1 = mean_f1(competed(cal, threshold, rivals, agreeing), calibration, threshold)
+                 else best_threshold(cal, calibration, rivals, agreeing, kept_cal))  # fmt: skip
+    results = per_topic(competed(rep, threshold, rivals, agreeing, kept_rep), report, threshold)
+    best = best_threshold(rep, report, rivals, agreeing, kept_rep)
+    hindsight = mean_f1(competed(rep, best, rivals, agreeing, kept_rep), report, best)
+    cal_f1 = mean_f1(competed(cal, threshold, rivals, agreeing, kept_cal), calibration, threshold)
     return [variant.name, threshold, cal_f1,
             *(f"{results[t.id].precision:.2f}/{results[t.id].recall:.2f}/"
               f"{results[t.id].f1:.3f}" for t in topics),
@@ -608,7 +639,8 @@ def variants_bench(
         floor = best_threshold(scores("cal", Variant("", unscreened)), calibration,
                                unscreened.rival_contrast, unscreened.agreeing)  # fmt: skip
         default = replace(default, threshold=floor)
-    rows = [variant_row(variant, scores, calibration, report, topics, default, plain_cal)
+    named = {name: named_articles(topics, items) for name, items in splits.items()}
+    rows = [variant_row(variant, scores, calibration, report, topics, default, plain_cal, named)
             for variant in variants(plain, default)]  # fmt: skip
     table(
         "1. Scoring variants: threshold chosen on calibration; on the report split P/R/F1 per "

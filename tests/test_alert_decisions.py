@@ -291,6 +291,30 @@ def test_a_topic_set_not_to_compete_neither_loses_nor_takes_articles() -> None:
     assert match_topics([above, territory], ARTICLE, [(0, "x")], vectors, RIVALS)[1].matched
 
 
+def test_an_article_naming_what_only_one_topics_name_names_stays_that_topics() -> None:
+    # the territory fits the passage better, and the article names Abu Dhabi ("Абу-Даби"),
+    # which only the talks' name names: the talks keep their claim, as if scored alone
+    vectors = np.stack([_unit(0.8, 1, 0, 0)])
+    article = replace(ARTICLE, title="Территория осталась камнем преткновения в Абу-Даби")
+    profiles = _rivals()
+    alone = match_article(profiles[0], article, [(0, "x")], vectors, RIVALS)
+    assert alone.matched
+    named = replace(RIVALS, named_claims=True)
+    talks, territory = match_topics(profiles, article, [(0, "x")], vectors, named)
+    assert (talks.matched, talks.score) == (True, alone.score)
+    assert talks.reason.endswith(
+        "; it names 'Abu Dhabi', which only this topic's name names: territory takes nothing"
+    )
+    assert territory.matched
+    # without the name, or with the rule off, the territory takes the passage
+    unnamed = replace(ARTICLE, title="Territory remains the sticking point")
+    assert not match_topics(profiles, unnamed, [(0, "x")], vectors, named)[0].matched
+    assert not match_topics(profiles, article, [(0, "x")], vectors, RIVALS)[0].matched
+    # a name the other topic names too sets neither apart
+    shared = [profiles[0], replace(profiles[1], topic=replace(TERRITORY, description="Abu Dhabi"))]
+    assert not match_topics(shared, article, [(0, "x")], vectors, named)[0].matched
+
+
 @pytest.mark.parametrize(
     ("talks", "policy"),
     [
@@ -614,29 +638,46 @@ def test_the_topic_benchmarks_take_policy_fields_with_clear_errors(
         bench.with_fields(DEFAULT_POLICY, ["window=3"], "--story-set")
 
 
-def test_the_topic_benchmark_competes_as_the_matcher_does(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("named_claims", [False, True])
+def test_the_topic_benchmark_competes_as_the_matcher_does(
+    monkeypatch: pytest.MonkeyPatch, named_claims: bool
+) -> None:
     """bench/topics.py scores thousands of threshold candidates on passage scores: its
     ``competed`` must give the scores ``match_topics`` gives (the same rivals, the same
-    arithmetic), or the benchmark calibrates another matcher."""
+    arithmetic, the same articles kept by a name only one topic names), or the benchmark
+    calibrates another matcher."""
     bench = _topic_bench(monkeypatch)
     rng = np.random.default_rng(7)
     policy = MatchPolicy(threshold=0.3, contrast=0.0, agreeing=2, feedback_passages=0,
-                         rival_contrast=0.5)  # fmt: skip
-    profiles = [_profile(topic=replace(TOPIC, id=f"t{n}"), queries=np.stack([_unit(*q)]))
-                for n, q in enumerate([(1, 0, 0, 0), (0.8, 1, 0, 0), (0, 0.3, 1, 0)])]  # fmt: skip
+                         rival_contrast=0.5, named_claims=named_claims)  # fmt: skip
+    topics = [TOPIC, replace(TOPIC, id="t1", name="Territory", description="Donbas"),
+              replace(TOPIC, id="t2", name="Guarantees", description="Ukraine")]  # fmt: skip
+    directions = [(1, 0, 0, 0), (0.8, 1, 0, 0), (0, 0.3, 1, 0)]
+    profiles = [_profile(topic=t, queries=np.stack([_unit(*q)]))
+                for t, q in zip(topics, directions, strict=True)]  # fmt: skip
     articles = {f"a{n}": rng.normal(size=(int(rng.integers(1, 5)), 4)).astype(np.float32)
                 for n in range(40)}  # fmt: skip
     articles = {a: v / np.linalg.norm(v, axis=1, keepdims=True) for a, v in articles.items()}
+    # every other article names Abu Dhabi, which only the talks' name names
+    views = {a: replace(ARTICLE, id=a, title="Talks" if n % 2 else "Talks in Абу-Даби")
+             for n, a in enumerate(articles)}  # fmt: skip
+    items = [bench.Item(a, "en", "S", datetime(2026, 1, 1, tzinfo=UTC), v.title, v.text, a,
+                        frozenset()) for a, v in views.items()]  # fmt: skip
+    kept = bench.named_articles(topics, items) if named_claims else {}
+    assert not named_claims or kept[TOPIC.id] == {a for n, a in enumerate(articles) if n % 2 == 0}
     scores = {p.topic.id: {a: passage_scores(p, v, policy, "en") for a, v in articles.items()}
               for p in profiles}  # fmt: skip
-    expected = bench.competed(scores, policy.threshold, policy.rival_contrast, policy.agreeing)
-    contested = 0
+    expected = bench.competed(scores, policy.threshold, policy.rival_contrast, policy.agreeing,
+                              kept)  # fmt: skip
+    contested = kept_claims = 0
     for article, vectors in articles.items():
         passages = [(i, "x") for i in range(len(vectors))]
-        for match in match_topics(profiles, ARTICLE, passages, vectors, policy):
+        for match in match_topics(profiles, views[article], passages, vectors, policy):
             assert match.score == pytest.approx(expected[match.topic_id][article], abs=1e-6)
             contested += "fits it better" in match.reason
-    assert contested > 10  # the data exercises the competition
+            kept_claims += "takes nothing" in match.reason
+    assert contested > 5  # the data exercises the competition
+    assert (kept_claims > 3) is named_claims  # and the names, when the rule is on
 
 
 def test_the_topic_benchmark_bootstraps_f1_over_events(monkeypatch: pytest.MonkeyPatch) -> None:
