@@ -52,7 +52,10 @@ Then the topics compete for the article's passages (``match_topics``): where oth
 match the article, each passage one of them fits better loses ``rival_contrast`` times the gap.
 A desk's topics are neighbours, and this model rates a report on the territory discussed at a
 round of talks close to the talks' description and a withdrawal plan's ceasefire clause close
-to the guarantees' (see the README's topic matching benchmark).
+to the guarantees' (see the README's topic matching benchmark). Except where the article names
+what only one topic's name names (``alerts.names``: "Abu Dhabi" of "Abu Dhabi peace talks", in
+any script): that topic keeps its claim, and decides as if scored alone - a report of the
+talks whose news is the territory argued there is the talks' too.
 
 Last, an article's story may carry it (``story_supported``): a near miss - at most
 ``story_margin`` below the threshold by its score alone - matches when another article of its
@@ -141,7 +144,8 @@ class MatchPolicy:
     story_support: float = 0.01
     #: a name in a topic's name that no other topic names (``alerts.names``: "Abu Dhabi" in
     #: "Abu Dhabi peace talks") keeps the topic's claim on an article that names it, in any
-    #: script: no rival takes its passages (``match_topics``)
+    #: script: no rival takes its passages (``match_topics``). Not in score units, so every
+    #: model's policy has it on; measured with the bundled model
     named_claims: bool = False
 
     def before_feedback(self) -> MatchPolicy:
@@ -162,7 +166,8 @@ class MatchPolicy:
 #: pipelines on the calibration files and the live benchmark on the pool; the story support
 #: at the centre of the pool's plateau, on the stored scores with the indexer's stories, then
 #: checked in the pipelines and live, with report_c/report_d/report_f as development data and
-#: report_g, written blind, reporting). Scores are
+#: report_g, written blind, reporting; the names' claims on the pool's scoring table and
+#: pipelines, with the same development files). Scores are
 #: language-corrected cosines minus a quarter of the similarity to all coverage, so the
 #: threshold sits below 0, not near 0.8 as for a plain cosine.
 BUNDLED_POLICY = MatchPolicy(
@@ -190,8 +195,11 @@ EMBEDDINGGEMMA_POLICY = replace(
 )
 #: for other models nothing was calibrated: the same scoring, a threshold that asks for a
 #: clearer margin (check with ``newsmon topics test`` and set ``threshold`` per topic), and no
-#: story support (its margins are in the bundled model's score units)
-GENERIC_POLICY = MatchPolicy(threshold=0.06, rival_contrast=0.5, feedback_competition=True)
+#: story support (its margins are in the bundled model's score units); the topics compete, and
+#: names keep their topic's claim, as for the calibrated models
+GENERIC_POLICY = MatchPolicy(
+    threshold=0.06, rival_contrast=0.5, feedback_competition=True, named_claims=True
+)
 
 
 def policy_for(model_id: str) -> MatchPolicy:
