@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 
+from alerts.labels import UnknownArticleError, label_article, labelled_urls
 from alerts.report import alert_json, backtest_json
 from indexer.search import hit_json, parse_when, story_hit_json, story_json
 from indexer.types import SearchFilter
@@ -28,6 +30,14 @@ if TYPE_CHECKING:
 
 MAX_QUERY_CHARS = 2000
 MAX_LIMIT = 100
+MAX_URL_CHARS = 4096
+
+
+class LabelIn(BaseModel):
+    """A judgement of a stored article for a topic."""
+
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS)
+    relevant: bool
 
 
 class ApiServer(uvicorn.Server):
@@ -68,6 +78,14 @@ def create_api(app: App) -> FastAPI:
             raise HTTPException(status_code=303, headers={"Location": "/ui/login"})
 
     guarded = [Depends(authorised)]
+
+    @api.middleware("http")
+    async def refuse_cross_site_writes(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.method not in SAFE_METHODS and not same_site(request):
+            return PlainTextResponse("a write from another site's page is refused", 403)
+        return await call_next(request)
 
     @api.get("/health", dependencies=guarded)
     def health() -> dict[str, Any]:
@@ -123,14 +141,40 @@ def create_api(app: App) -> FastAPI:
 
     @api.get("/topics/{topic_id}/test", dependencies=guarded)
     def topic_test(topic_id: str, since: str = "30d", until: str | None = None) -> dict[str, Any]:
-        if topic_id not in {t.id for t in app.config.topics}:
-            raise HTTPException(status_code=404, detail=f"no topic {topic_id!r} in the config")
+        known_topic(topic_id)
         try:
             start = parse_when(since, utcnow())
             end = parse_when(until, utcnow()) if until else None
         except ValueError as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         return topic_backtest(app, topic_id, since=start, until=end)
+
+    @api.get("/topics/{topic_id}/labels", dependencies=guarded)
+    def topic_labels(topic_id: str) -> list[dict[str, Any]]:
+        known_topic(topic_id)
+        return [{"url": url, "relevant": relevant}
+                for url, relevant in labelled_urls(app.store, topic_id).items()]  # fmt: skip
+
+    @api.post("/topics/{topic_id}/labels", dependencies=guarded)
+    def add_topic_label(topic_id: str, label: LabelIn) -> dict[str, Any]:
+        """Judge a stored article for the topic (as ``newsmon topics label``): matching uses it
+        from the next article on, and ``/topics/{id}/test`` shows what it changes."""
+        known_topic(topic_id)
+        try:
+            article = label_article(app.store, topic_ids(), topic_id, label.url,
+                                    relevant=label.relevant, now=utcnow())  # fmt: skip
+        except UnknownArticleError as e:
+            raise HTTPException(status_code=404, detail=str(e)) from e
+        url = article.canonical_url or article.url
+        return {"topic": topic_id, "article_id": article.id, "title": article.title, "url": url,
+                "relevant": label.relevant}  # fmt: skip
+
+    def topic_ids() -> set[str]:
+        return {t.id for t in app.config.topics}
+
+    def known_topic(topic_id: str) -> None:
+        if topic_id not in topic_ids():
+            raise HTTPException(status_code=404, detail=f"no topic {topic_id!r} in the config")
 
     @api.get("/alerts", dependencies=guarded)
     def alerts(
@@ -184,6 +228,23 @@ def create_api(app: App) -> FastAPI:
 
     api.include_router(web_router(app, page_authorised))
     return api
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_site(request: Request) -> bool:
+    """Whether a write may come from where the browser says it does. A form on another site's
+    page can post here: the browser would send the sign-in cookie along (were it not strict) or,
+    on loopback, no token is asked at all - so a label or a re-index would be forged. Browsers
+    say where a request comes from (``Sec-Fetch-Site``, ``Origin``); a client that is no
+    browser sends neither and is judged by its token alone."""
+    fetched_from = request.headers.get("sec-fetch-site")
+    if fetched_from is not None and fetched_from not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    # the host, not the scheme: behind a TLS proxy the page is https and this server http
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
 def _jsonable(value: Any) -> Any:

@@ -534,17 +534,19 @@ def _print_backtest(result: dict[str, Any]) -> None:
 
 
 def cmd_topics_label(args: argparse.Namespace, config: Any) -> int:
-    from monitor.identity import canonical_url
+    from alerts.labels import UnknownArticleError, label_article
 
-    if args.topic not in {t.id for t in config.topics}:
+    topic_ids = {t.id for t in config.topics}
+    if args.topic not in topic_ids:
         print(f"newsmon: no topic {args.topic!r} in {config.source}", file=sys.stderr)
         return EXIT_CONFIG
     with _store(config) as store:
-        article = store.find_article_by_canonical_url(canonical_url(args.url))
-        if article is None:
+        try:
+            article = label_article(store, topic_ids, args.topic, args.url,
+                                    relevant=args.relevant, now=utcnow())  # fmt: skip
+        except UnknownArticleError:
             print(f"newsmon: no stored article at {args.url}", file=sys.stderr)
             return EXIT_ERROR
-        store.save_label(args.topic, article.id, args.relevant, utcnow())
     verdict = "relevant" if args.relevant else "not relevant"
     print(f"labelled {article.title!r} {verdict} for topic {args.topic}")
     return EXIT_OK

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from alerts.labels import label_article, labelled_urls
 from alerts.report import alert_json
 from indexer.search import MAX_QUERY_CHARS, hit_json, parse_when, story_json
+from monitor.errors import TopicError
+from monitor.identity import canonical_url
 from monitor.types import FeedState, as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -41,6 +44,12 @@ RECENT_ALERTS = 20
 COVERAGE_DAYS = 30
 MAX_COVERAGE_DAYS = 366
 DEFAULT_BACKTEST = "30d"
+MAX_FORM_CHARS = 8192
+#: the topic page's judgement buttons, and what the page says once one is saved
+LABEL_VERDICTS = {
+    "relevant": "Saved: relevant to this topic.",
+    "not-relevant": "Saved: not relevant to this topic.",
+}
 #: what the pages may load: their own stylesheet, nothing else (no script at all)
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -113,7 +122,11 @@ def web_router(app: App, authorised: Authorise | None = None) -> APIRouter:
 
     @router.get("/ui/topics/{topic_id}", response_class=HTMLResponse, name="web_topic")
     def topic_page(
-        request: Request, topic_id: str, days: str = str(COVERAGE_DAYS), backtest: str = ""
+        request: Request,
+        topic_id: str,
+        days: str = str(COVERAGE_DAYS),
+        backtest: str = "",
+        labelled: str = "",
     ) -> HTMLResponse:
         topic = next((t for t in app.config.topics if t.id == topic_id), None)
         if topic is None:
@@ -125,7 +138,31 @@ def web_router(app: App, authorised: Authorise | None = None) -> APIRouter:
             context = topic_context(app, topic, days=str(COVERAGE_DAYS), backtest="")
             context["backtest_since"] = backtest or DEFAULT_BACKTEST
             return page(request, "topic.html", 422, error=str(e), **context)
-        return page(request, "topic.html", **context)
+        notice = LABEL_VERDICTS.get(labelled, "")
+        return page(request, "topic.html", notice=notice, **context)
+
+    @router.post("/ui/topics/{topic_id}/label", name="web_topic_label")
+    async def label_page(request: Request, topic_id: str) -> Response:
+        """A judgement from the topic page's buttons: saved, then back to the page (303)."""
+        form = parse_qs((await request.body()).decode("utf-8", "replace")[:MAX_FORM_CHARS])
+
+        def field(name: str) -> str:
+            return (form.get(name) or [""])[0].strip()
+
+        back = {"days": field("days") or str(COVERAGE_DAYS), "backtest": field("backtest")}
+        verdict = field("verdict")
+        if verdict not in LABEL_VERDICTS:
+            message = f"A label is 'relevant' or 'not-relevant', not {verdict!r}."
+            return page(request, "error.html", 422, title="No such judgement", error=message)
+        try:
+            label_article(app.store, {t.id for t in app.config.topics}, topic_id, field("url"),
+                          relevant=verdict == "relevant", now=utcnow())  # fmt: skip
+        except TopicError as e:  # no such topic, or no stored article at the URL
+            return page(request, "error.html", 404, title="Cannot label", error=str(e))
+        target = request.url_for("web_topic", topic_id=topic_id).path
+        query = urlencode({**{k: v for k, v in back.items() if v}, "labelled": verdict})
+        anchor = "#backtest" if back["backtest"] else "#alerts"
+        return RedirectResponse(f"{target}?{query}{anchor}", status_code=303)
 
     @router.get("/ui/feeds", response_class=HTMLResponse, name="web_feeds")
     def feeds_page(request: Request) -> HTMLResponse:
@@ -307,16 +344,33 @@ def topic_context(app: App, topic: TopicConfig, *, days: str, backtest: str) -> 
     now = utcnow()
     matches = app.store.list_matches(topic_id=topic.id, since=now - timedelta(days=span))
     rows = daily_coverage(matches, days=span)
+    alerts = recent_alerts(app, topic.id)
+    tested = run_backtest(app, topic.id, backtest) if backtest else None
+    labels = labelled_urls(app.store, topic.id)
+    shown = [a for alert in alerts for a in alert["articles"]]
+    if tested:
+        shown += [v for key in ("stories", "near_misses", "changed_by_labels")
+                  for v in _verdict_rows(tested, key)]  # fmt: skip
+    for row in shown:
+        row["label"] = labels.get(canonical_url(str(row.get("url") or "")))
     return {
         "topic": topic,
         "days": span,
-        "alerts": recent_alerts(app, topic.id),
+        "alerts": alerts,
         "coverage": rows,
         "chart": coverage_svg(rows),
         "coverage_languages": sorted({lang for _, counts in rows for lang in counts}),
         "backtest_since": backtest or DEFAULT_BACKTEST,
-        "backtest": run_backtest(app, topic.id, backtest) if backtest else None,
+        "backtest": tested,
     }
+
+
+def _verdict_rows(backtest: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The article rows of one part of a backtest (``alerts.report.backtest_json``)."""
+    if key == "stories":
+        return [v for story in backtest["stories"] for v in story["articles"]]
+    rows: list[dict[str, Any]] = backtest[key]
+    return rows
 
 
 def _days(text: str) -> int:

@@ -208,6 +208,90 @@ def test_an_unknown_topic_is_a_404_page(client: TestClient) -> None:
     assert "There is no topic &#39;no-such-topic&#39;" in page.text
 
 
+def _label_urls(section: str) -> list[str]:
+    return re.findall(r'<input type="hidden" name="url" value="([^"]*)">', section)
+
+
+def test_an_article_is_judged_from_the_topic_page(client: TestClient, site: Site) -> None:
+    page = client.get(TOPIC_PAGE, params={"backtest": "3650d"}).text
+    alerts = page.split('id="alerts-heading"')[1].split('id="backtest-heading"')[0]
+    urls = _label_urls(alerts)
+    assert urls
+    assert len(_label_urls(page.split('id="backtest-heading"')[1])) >= 3  # the backtest's too
+    answer = client.post(f"{TOPIC_PAGE}/label", follow_redirects=False, data={
+        "url": urls[0], "verdict": "not-relevant", "days": "30", "backtest": "3650d"})  # fmt: skip
+    assert answer.status_code == 303
+    assert answer.headers["location"] == (
+        f"{TOPIC_PAGE}?days=30&backtest=3650d&labelled=not-relevant#backtest"
+    )
+    article = site.app.store.find_article_by_canonical_url(urls[0])
+    assert article is not None
+    assert (TOPIC["id"], article.id, False) in site.app.store.topic_labels(TOPIC["id"])
+    after = client.get(answer.headers["location"]).text
+    assert "Saved: not relevant to this topic." in after
+    judged = after.split(f'value="{urls[0]}">')[1].split("</form>")[0]
+    assert "You judged it not relevant." in judged
+    assert 'value="not-relevant" aria-pressed="true"' in judged
+    # judged again: the last judgement counts
+    client.post(f"{TOPIC_PAGE}/label", data={"url": urls[0], "verdict": "relevant"})
+    assert (TOPIC["id"], article.id, True) in site.app.store.topic_labels(TOPIC["id"])
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "status", "message"),
+    [(f"{TOPIC_PAGE}/label", {"url": "https://nowhere.example/a", "verdict": "relevant"}, 404,
+      "no stored article at https://nowhere.example/a"),
+     (f"{TOPIC_PAGE}/label", {"url": "https://nowhere.example/a", "verdict": "maybe"}, 422,
+      "A label is &#39;relevant&#39; or &#39;not-relevant&#39;, not &#39;maybe&#39;."),
+     ("/ui/topics/no-such-topic/label", {"url": "x", "verdict": "relevant"}, 404,
+      "topic &#39;no-such-topic&#39;: no such topic in the configuration")],
+)  # fmt: skip
+def test_a_judgement_that_cannot_be_saved_says_why(
+    client: TestClient, path: str, form: dict[str, str], status: int, message: str
+) -> None:
+    answer = client.post(path, data=form, follow_redirects=False)
+    assert answer.status_code == status
+    assert message in answer.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://elsewhere.example"},
+     {"Sec-Fetch-Site": "same-site", "Origin": "http://news.localhost"}],
+)  # fmt: skip
+def test_another_sites_page_cannot_post_a_judgement(
+    client: TestClient, site: Site, headers: dict[str, str]
+) -> None:
+    before = site.app.store.topic_labels()
+    answer = client.post(f"{TOPIC_PAGE}/label", headers=headers, follow_redirects=False,
+                         data={"url": "https://any.example/", "verdict": "relevant"})  # fmt: skip
+    assert answer.status_code == 403
+    assert site.app.store.topic_labels() == before
+    # the page's own form, as a browser sends it, passes
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"}
+    assert client.post(f"{TOPIC_PAGE}/label", headers=own, follow_redirects=False,
+                       data={"url": "x", "verdict": "maybe"}).status_code == 422  # fmt: skip
+
+
+def test_the_json_api_takes_and_lists_judgements(client: TestClient, site: Site) -> None:
+    page = client.get(TOPIC_PAGE).text
+    url = _label_urls(page.split('id="alerts-heading"')[1])[-1]
+    answer = client.post(f"/topics/{TOPIC['id']}/labels", json={"url": url, "relevant": True})
+    assert answer.status_code == 200
+    article = site.app.store.find_article_by_canonical_url(url)
+    assert article is not None
+    assert answer.json() == {"topic": TOPIC["id"], "article_id": article.id,
+                             "title": article.title, "url": url, "relevant": True}  # fmt: skip
+    listed = client.get(f"/topics/{TOPIC['id']}/labels").json()
+    assert {"url": url, "relevant": True} in listed
+    missing = client.post(f"/topics/{TOPIC['id']}/labels",
+                          json={"url": "https://nowhere.example/b", "relevant": False})  # fmt: skip
+    assert missing.status_code == 404
+    assert "no stored article at https://nowhere.example/b" in missing.json()["detail"]
+    assert client.get("/topics/no-such-topic/labels").status_code == 404
+    assert client.post(f"/topics/{TOPIC['id']}/labels", json={"url": url}).status_code == 422
+
+
 # -- feeds, static files, mounting ---------------------------------------------------------------
 
 
