@@ -49,9 +49,11 @@ def label_article(
 def labelled_urls(store: StateStore, topic_id: str) -> dict[str, bool]:
     """The topic's labels by the labelled article's canonical URL (``canonical_url`` of the URL
     a page or the API shows an article by)."""
+    labels = store.topic_labels(topic_id)
+    articles = store.get_articles([article_id for _, article_id, _ in labels]) if labels else {}
     result: dict[str, bool] = {}
-    for _, article_id, relevant in store.topic_labels(topic_id):
-        article = store.get_article(article_id)
+    for _, article_id, relevant in labels:  # in the order given: the last judgement counts
+        article = articles.get(article_id)
         if article is not None:
             result[canonical_url(article.canonical_url or article.url)] = relevant
     return result
