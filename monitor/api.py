@@ -240,10 +240,11 @@ def same_site(request: Request) -> bool:
     say where a request comes from (``Sec-Fetch-Site``, ``Origin``); a client that is no
     browser sends neither and is judged by its token alone."""
     fetched_from = request.headers.get("sec-fetch-site")
-    if fetched_from is not None and fetched_from not in ("same-origin", "none"):
-        return False
+    if fetched_from is not None:  # every current browser sends it
+        return fetched_from in ("same-origin", "none")
     origin = request.headers.get("origin")
-    # the host, not the scheme: behind a TLS proxy the page is https and this server http
+    # the host, not the scheme: behind a TLS proxy the page is https and this server http (an
+    # opaque "null" origin, from a sandboxed frame or a no-referrer page, is no match)
     return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 

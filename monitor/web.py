@@ -57,8 +57,9 @@ SECURITY_HEADERS = {
         "base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    # a click on a hit must not tell the outlet what was searched
-    "Referrer-Policy": "no-referrer",
+    # a click on a hit must not tell the outlet what was searched; the pages' own forms still
+    # name their origin (with no-referrer a browser posts them as from "null")
+    "Referrer-Policy": "same-origin",
 }
 #: Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")

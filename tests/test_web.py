@@ -257,7 +257,8 @@ def test_a_judgement_that_cannot_be_saved_says_why(
 @pytest.mark.parametrize(
     "headers",
     [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://elsewhere.example"},
-     {"Sec-Fetch-Site": "same-site", "Origin": "http://news.localhost"}],
+     {"Sec-Fetch-Site": "same-site", "Origin": "http://news.localhost"}, {"Origin": "null"},
+     {"Sec-Fetch-Site": "cross-site", "Origin": "http://testserver"}],
 )  # fmt: skip
 def test_another_sites_page_cannot_post_a_judgement(
     client: TestClient, site: Site, headers: dict[str, str]

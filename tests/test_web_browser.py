@@ -122,3 +122,21 @@ def test_the_topic_page_draws_its_coverage_chart(
     assert "matched in" in tab.locator("#backtest .summary").inner_text()
     tab.screenshot(path=str(tmp_path / "topic.png"), full_page=True)
     assert not elsewhere
+
+
+def test_an_article_is_judged_with_the_topic_pages_button(
+    page: tuple[Page, list[str]], base_url: str
+) -> None:
+    """The browser's own form post passes the cross-site guard (it says Sec-Fetch-Site:
+    same-origin and names this origin), and the page comes back with the judgement."""
+    tab, elsewhere = page
+    tab.goto(f"{base_url}/ui/topics/{TOPIC['id']}")
+    first = tab.locator("#alerts form.label").first
+    first.get_by_role("button", name="Not relevant").click()
+    tab.wait_for_selector(".notice")
+    assert "Saved: not relevant to this topic." in tab.locator(".notice").inner_text()
+    assert "labelled=not-relevant" in tab.url
+    judged = tab.locator("#alerts form.label").first
+    assert judged.locator(".labelled").inner_text() == "You judged it not relevant."
+    assert judged.get_by_role("button", name="Not relevant").get_attribute("aria-pressed") == "true"
+    assert not elsewhere
