@@ -74,7 +74,7 @@ from typing import NamedTuple
 import numpy as np
 
 from alerts.keywords import found
-from alerts.names import distinctive_names, name_as_written, names_in, text_keys
+from alerts.names import distinctive_names_among, name_as_written, names_in, text_keys
 from alerts.types import Match, Topic
 from indexer.models import BUNDLED, EMBEDDINGGEMMA, model_family
 from indexer.types import Matrix, Vector
@@ -405,9 +405,7 @@ class _NamedIn:
     def names(self, topic: Topic) -> str:
         """The first of ``topic``'s distinctive names the article names, as the topic's name
         writes it ("" if none)."""
-        others = tuple(text for t in self._topics if t.id != topic.id
-                       for text in (t.name, t.description))  # fmt: skip
-        own = distinctive_names(topic.name, topic.description, others)
+        own = distinctive_names_among(topic, self._topics)
         if not own:
             return ""
         if self._keys is None:

@@ -31,6 +31,8 @@ from functools import lru_cache
 
 from anyascii import anyascii
 
+from alerts.types import Topic
+
 #: a name: one or more words, each a sequence of keys
 Name = tuple[str, ...]
 
@@ -116,6 +118,12 @@ def distinctive_names(name: str, description: str, others: tuple[str, ...]) -> t
     return tuple(
         n for n in topic_names(name, description) if not any(names_in(keys, [n]) for keys in taken)
     )
+
+
+def distinctive_names_among(topic: Topic, topics: Sequence[Topic]) -> tuple[Name, ...]:
+    """``distinctive_names`` of ``topic`` against the other ``topics``."""
+    others = tuple(text for t in topics if t.id != topic.id for text in (t.name, t.description))
+    return distinctive_names(topic.name, topic.description, others)
 
 
 def name_as_written(name: str, found: Name) -> str:

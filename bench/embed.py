@@ -331,8 +331,7 @@ def main() -> int:
         passages_file.write_text(json.dumps(passages))
         runs = ((16, "float32"), (32, "float32"), (16, "bfloat16"))
         extra = [Setting("st", batch, model=args.st_model, precision=precision)
-                 for batch, precision in runs]  # fmt: skip
-        extra = extra if args.st_model else []
+                 for batch, precision in runs if args.st_model]  # fmt: skip
         for setting in ([] if args.only_st else list(SETTINGS)) + extra:
             if reason := available(setting):
                 print(f"| {setting.backend:<8} | skipped: {reason}")

@@ -70,7 +70,7 @@ from alerts.matching import (  # noqa: E402
     passage_scores,
     policy_for,
 )
-from alerts.names import distinctive_names, names_in, text_keys  # noqa: E402
+from alerts.names import distinctive_names_among, names_in, text_keys  # noqa: E402
 from alerts.profiles import build_profile, query_texts, topic_from_config  # noqa: E402
 from alerts.types import Topic  # noqa: E402
 from indexer.e5_torch import PRECISIONS  # noqa: E402
@@ -464,14 +464,11 @@ def competed(
 
 def named_articles(topics: Sequence[Topic], items: Sequence[Item]) -> dict[str, frozenset[str]]:
     """Per topic, the articles that name a name only its name names (``alerts.names``)."""
+    keys = {i.id: text_keys(f"{i.title}\n{i.text}") for i in items}
     result = {}
     for topic in topics:
-        others = tuple(text for t in topics if t.id != topic.id
-                       for text in (t.name, t.description))  # fmt: skip
-        own = distinctive_names(topic.name, topic.description, others)
-        result[topic.id] = frozenset(
-            i.id for i in items if own and names_in(text_keys(f"{i.title}\n{i.text}"), own)
-        )
+        own = distinctive_names_among(topic, topics)
+        result[topic.id] = frozenset(i.id for i in items if own and names_in(keys[i.id], own))
     return result
 
 

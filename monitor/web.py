@@ -350,8 +350,8 @@ def topic_context(app: App, topic: TopicConfig, *, days: str, backtest: str) -> 
     labels = labelled_urls(app.store, topic.id)
     shown = [a for alert in alerts for a in alert["articles"]]
     if tested:
-        shown += [v for key in ("stories", "near_misses", "changed_by_labels")
-                  for v in _verdict_rows(tested, key)]  # fmt: skip
+        shown += [v for story in tested["stories"] for v in story["articles"]]
+        shown += tested["near_misses"] + tested["changed_by_labels"]
     for row in shown:
         row["label"] = labels.get(canonical_url(str(row.get("url") or "")))
     return {
@@ -364,14 +364,6 @@ def topic_context(app: App, topic: TopicConfig, *, days: str, backtest: str) -> 
         "backtest_since": backtest or DEFAULT_BACKTEST,
         "backtest": tested,
     }
-
-
-def _verdict_rows(backtest: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The article rows of one part of a backtest (``alerts.report.backtest_json``)."""
-    if key == "stories":
-        return [v for story in backtest["stories"] for v in story["articles"]]
-    rows: list[dict[str, Any]] = backtest[key]
-    return rows
 
 
 def _days(text: str) -> int:
